@@ -1,0 +1,7 @@
+"""rlal: train a CNN and prune it to a FLOPs budget in the same run.
+
+Reference implementation of "Jointly Training and Pruning CNNs via Learnable Agent Guidance and
+Alignment" (CVPR 2024). MACs (multiply-accumulates of one forward pass) are the cost measure throughout.
+"""
+
+__version__ = "0.1.0"

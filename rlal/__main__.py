@@ -1,0 +1,5 @@
+import sys
+
+from rlal.cli import main
+
+sys.exit(main())

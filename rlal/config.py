@@ -1,0 +1,251 @@
+"""Typed run configuration: one dataclass per concern, composed into :class:`RunConfig`.
+
+Precedence (as in timm): dataclass defaults < YAML file (``--config``) < command-line overrides
+(``--set section.key=value`` and the shorthand flags). The resolved config is written into the run
+directory before the first step. Library code receives the sub-config it needs, never the whole run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from rlal.errors import RlalError
+
+
+@dataclass
+class DataConfig:
+    """Which dataset, where it lives and how it is batched."""
+
+    dataset: str = "fashion-mnist"
+    """Dataset name: ``fashion-mnist``, ``cifar10`` or ``imagefolder`` (the ImageNet layout)."""
+    data_dir: str | None = None
+    """Where the files are; searched before ``$RLAL_DATA`` and the system locations."""
+    cache_dir: str | None = None
+    """Where decoded arrays are cached (default ``$RLAL_CACHE`` or ``~/.cache/rlal``)."""
+    download: bool = True
+    """Download Fashion-MNIST from its official address when it is found nowhere else."""
+    batch_size: int = 128
+    eval_batch_size: int = 512
+    reward_size: int = 5000
+    """Images held out of the training set on which the pruning agent scores sub-networks."""
+    train_subset: int | None = None
+    """Train on only this many images (a seeded sample of the training split); None = all."""
+    test_subset: int | None = None
+    """Evaluate on only the first this many test images; None = all."""
+    augment: bool = True
+    """Training augmentation: pad-and-crop + flip for CIFAR, light crop for Fashion-MNIST."""
+    workers: int = 4
+    """DataLoader worker processes for image-folder datasets (in-memory datasets need none)."""
+
+
+@dataclass
+class ModelConfig:
+    """Which network from the zoo."""
+
+    name: str = "resnet20"
+
+
+@dataclass
+class OptimConfig:
+    """SGD with momentum, weight decay and a per-step learning-rate schedule."""
+
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    schedule: Literal["cosine", "multistep", "constant"] = "cosine"
+    milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])
+    """For ``multistep``: fractions of the total epochs at which the rate is multiplied by ``gamma``."""
+    gamma: float = 0.1
+    warmup_epochs: float = 0.0
+    """Linear warm-up of the learning rate over this many epochs."""
+    label_smoothing: float = 0.0
+
+
+@dataclass
+class TrainConfig:
+    """How the weights are trained: length, device and speed options."""
+
+    epochs: int = 30
+    device: str = "auto"
+    """``auto`` (CUDA when present, else CPU), ``cpu``, ``cuda`` or ``cuda:N``."""
+    amp: Literal["auto", "bf16", "off"] = "auto"
+    """Mixed precision: ``auto`` = bf16 autocast on CUDA, off on CPU."""
+    channels_last: Literal["auto", "on", "off"] = "auto"
+    """Memory format: ``auto`` = channels-last on CUDA, contiguous on CPU."""
+    compile: bool = False
+    """Wrap the model in ``torch.compile`` (GPU runs; the first epoch pays the compile time)."""
+    eval_every: int = 1
+    """Evaluate on the test set every this many epochs (0 = only at the end); reporting only."""
+    progress: bool = True
+    """Show a progress bar per epoch."""
+    threads: int | None = None
+    """CPU threads for torch (None = torch's default)."""
+
+
+@dataclass
+class RunConfig:
+    """Everything a run needs; written to ``config.yaml`` in the run directory."""
+
+    method: Literal["dense"] = "dense"
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self) -> RunConfig:
+        """Check ranges the type system cannot express; raise :class:`RlalError` naming the key."""
+        checks: list[tuple[bool, str]] = [
+            (self.data.batch_size >= 1, "data.batch_size must be >= 1"),
+            (self.data.eval_batch_size >= 1, "data.eval_batch_size must be >= 1"),
+            (self.data.reward_size >= 0, "data.reward_size must be >= 0"),
+            (self.data.train_subset is None or self.data.train_subset >= 1, "data.train_subset must be >= 1"),
+            (self.data.test_subset is None or self.data.test_subset >= 1, "data.test_subset must be >= 1"),
+            (self.data.workers >= 0, "data.workers must be >= 0"),
+            (self.optim.lr > 0, "optim.lr must be > 0"),
+            (0 <= self.optim.momentum < 1, "optim.momentum must be in [0, 1)"),
+            (self.optim.weight_decay >= 0, "optim.weight_decay must be >= 0"),
+            (0 < self.optim.gamma <= 1, "optim.gamma must be in (0, 1]"),
+            (all(0 < m < 1 for m in self.optim.milestones), "optim.milestones must be fractions in (0, 1)"),
+            (self.optim.warmup_epochs >= 0, "optim.warmup_epochs must be >= 0"),
+            (0 <= self.optim.label_smoothing < 1, "optim.label_smoothing must be in [0, 1)"),
+            (self.train.epochs >= 1, "train.epochs must be >= 1"),
+            (self.train.eval_every >= 0, "train.eval_every must be >= 0"),
+            (self.train.threads is None or self.train.threads >= 1, "train.threads must be >= 1"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise RlalError(message)
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Build a validated :class:`RunConfig` from an optional YAML file and ``key=value`` overrides."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        raw = _read_yaml(Path(path))
+    config = _build(RunConfig, raw, prefix="")
+    for item in overrides or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise RlalError(f"override {item!r} is not of the form key=value (e.g. train.epochs=5)")
+        set_value(config, key.strip(), value)
+    return config.validate()
+
+
+def set_value(config: RunConfig, dotted_key: str, text: str) -> None:
+    """Set ``section.key`` from its text form (parsed as YAML, then checked against the field's type)."""
+    *path, leaf = dotted_key.split(".")
+    target: Any = config
+    for part in path:
+        if not dataclasses.is_dataclass(target) or part not in _field_types(type(target)):
+            raise RlalError(f"unknown config key {dotted_key!r}")
+        target = getattr(target, part)
+    fields = _field_types(type(target)) if dataclasses.is_dataclass(target) else {}
+    if leaf not in fields or dataclasses.is_dataclass(getattr(target, leaf)):
+        valid = ", ".join(sorted(fields)) if fields else "none"
+        raise RlalError(f"unknown config key {dotted_key!r} (valid keys here: {valid})")
+    try:
+        parsed = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        parsed = text
+    setattr(target, leaf, _coerce(fields[leaf], parsed, dotted_key))
+
+
+def save_config(config: RunConfig, path: Path) -> None:
+    path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise RlalError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else "syntax error"
+        raise RlalError(f"config file {path} is not valid YAML: {first}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise RlalError(f"config file {path} must hold a mapping of sections, not {type(data).__name__}")
+    return data
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _build(cls: type, raw: dict[str, Any], prefix: str) -> Any:
+    types_ = _field_types(cls)
+    unknown = sorted(set(raw) - set(types_))
+    if unknown:
+        raise RlalError(
+            f"unknown config key {prefix + unknown[0]!r} (valid keys here: {', '.join(sorted(types_))})"
+        )
+    kwargs = {}
+    for name, tp in types_.items():
+        if name not in raw:
+            continue
+        if dataclasses.is_dataclass(tp):
+            value = raw[name] or {}
+            if not isinstance(value, dict):
+                raise RlalError(f"config section {prefix + name!r} must be a mapping")
+            kwargs[name] = _build(tp, value, prefix=f"{prefix}{name}.")
+        else:
+            kwargs[name] = _coerce(tp, raw[name], prefix + name)
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; allow int -> float; raise naming the key."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin is Literal:
+        if value not in args:
+            raise RlalError(f"{key} must be one of {', '.join(map(str, args))}, got {value!r}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(arg, value, key)
+            except RlalError as exc:
+                errors.append(str(exc))
+        raise RlalError(errors[0] if errors else f"{key} has an invalid value {value!r}")
+    if origin is list:
+        if not isinstance(value, list | tuple):
+            raise RlalError(f"{key} must be a list, got {value!r}")
+        return [_coerce(args[0], v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise RlalError(f"{key} must be true or false, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise RlalError(f"{key} must be a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise RlalError(f"{key} must be an integer, got {value!r}")
+        return value
+    if tp is str:
+        if isinstance(value, bool) or value is None:
+            raise RlalError(f"{key} must be a string, got {value!r}")
+        return str(value)
+    raise TypeError(f"unsupported config type {tp!r} for {key}")  # a bug in this file, not user input

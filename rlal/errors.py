@@ -1,0 +1,13 @@
+"""The one exception type for bad user input.
+
+Library code raises :class:`RlalError` (a ``ValueError``) with a one-line message naming the problem;
+the command line prints it as ``error: <message>`` and exits with status 2, never with a traceback.
+"""
+
+
+class RlalError(ValueError):
+    """Bad input from the user: a missing or corrupt file, an unknown name, an invalid setting."""
+
+
+class DataError(RlalError):
+    """A dataset that cannot be found, read or decoded; the message names the file or the paths searched."""

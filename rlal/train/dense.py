@@ -1,0 +1,150 @@
+"""Dense training: the unpruned baseline, and the warm-up the joint method starts from."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from rlal.checkpoint import save_weights, write_json
+from rlal.config import RunConfig
+from rlal.data import Data, build_data
+from rlal.models import count_macs_params, create_model
+from rlal.report.metrics import MetricsWriter
+from rlal.rundir import prepare_run_dir, write_run_header
+from rlal.train.epoch import EpochStats, evaluate, train_one_epoch
+from rlal.train.optim import build_optimizer, build_scheduler
+from rlal.train.runtime import Runtime, resolve_runtime, seed_everything
+
+
+@dataclass(frozen=True)
+class DenseResult:
+    """What a dense run produced; the same figures are in ``result.json`` of its run directory."""
+
+    model: nn.Module
+    run_dir: Path
+    test_acc: float
+    macs: int
+    params: int
+    epochs: int
+    seconds: float
+    """Wall-clock of the whole run, data loading included."""
+
+
+def fit_dense(config: RunConfig, out: Path, *, overwrite: bool = False) -> DenseResult:
+    """Train ``config.model`` on ``config.data`` from scratch and save it into the run directory ``out``."""
+    start = time.perf_counter()
+    runtime = resolve_runtime(config.train)
+    seed_everything(config.seed)
+    # Data first: a missing dataset must fail before anything is written into the run directory.
+    data = build_data(config.data, runtime.device, seed=config.seed, channels_last=runtime.channels_last)
+    model = build_model(config, data)
+    macs, params = count_macs_params(model, input_shape(data))
+    model = place(model, runtime)
+
+    run_dir = prepare_run_dir(out, overwrite=overwrite)
+    write_run_header(run_dir, config, {"device": runtime.describe(), "data_source": data.source})
+    metrics = MetricsWriter(run_dir / "metrics.jsonl")
+
+    optimizer = build_optimizer(model, config.optim)
+    scheduler = build_scheduler(optimizer, config.optim, config.train.epochs, len(data.train))
+    step_model = torch.compile(model) if config.train.compile else model
+
+    test = None
+    for epoch in range(1, config.train.epochs + 1):
+        data.train.set_epoch(epoch)
+        stats = train_one_epoch(
+            step_model, data.train, optimizer, scheduler, runtime,
+            label_smoothing=config.optim.label_smoothing,
+            progress=config.train.progress,
+            desc=f"dense {epoch}/{config.train.epochs}",
+        )
+        last = epoch == config.train.epochs
+        every = config.train.eval_every
+        test = evaluate(step_model, data.test, runtime) if last or (every and epoch % every == 0) else None
+        metrics.write(epoch_record(epoch, "dense", stats, test, optimizer))
+        if config.train.progress:
+            print(format_epoch(epoch, config.train.epochs, stats, test), flush=True)
+
+    assert test is not None  # the last epoch always evaluates
+    save_weights(model, run_dir / "model.safetensors")
+    seconds = time.perf_counter() - start
+    write_json(
+        run_dir / "model.json",
+        {
+            "model": config.model.name,
+            "num_classes": data.spec.num_classes,
+            "in_channels": data.spec.in_channels,
+            "input_size": data.spec.input_size,
+            "classes": list(data.classes),
+        },
+    )
+    write_json(
+        run_dir / "result.json",
+        {
+            "method": "dense",
+            "model": config.model.name,
+            "dataset": data.spec.name,
+            "test_acc": test.acc,
+            "test_images": test.images,
+            "macs": macs,
+            "params": params,
+            "epochs": config.train.epochs,
+            "train_images_per_epoch": data.train.num_samples,
+            "seconds": seconds,
+            "device": runtime.describe(),
+        },
+    )
+    return DenseResult(
+        model=model, run_dir=run_dir, test_acc=test.acc, macs=macs, params=params,
+        epochs=config.train.epochs, seconds=seconds,
+    )
+
+
+def build_model(config: RunConfig, data: Data) -> nn.Module:
+    """The zoo model sized for the dataset actually read (classes, channels, input size)."""
+    return create_model(
+        config.model.name,
+        num_classes=data.spec.num_classes,
+        in_channels=data.spec.in_channels,
+        input_size=data.spec.input_size,
+    )
+
+
+def input_shape(data: Data) -> tuple[int, int, int]:
+    return (data.spec.in_channels, data.spec.input_size, data.spec.input_size)
+
+
+def place(model: nn.Module, runtime: Runtime) -> nn.Module:
+    """Move the model to the run's device and memory format."""
+    fmt = torch.channels_last if runtime.channels_last else torch.contiguous_format
+    return model.to(device=runtime.device, memory_format=fmt)
+
+
+def epoch_record(
+    epoch: int, phase: str, stats: EpochStats, test: EpochStats | None, optimizer: torch.optim.Optimizer
+) -> dict[str, float | int | str | None]:
+    """One ``metrics.jsonl`` line for a training epoch."""
+    return {
+        "epoch": epoch,
+        "phase": phase,
+        "lr": optimizer.param_groups[0]["lr"],
+        "train_loss": stats.loss,
+        "train_acc": stats.acc,
+        "train_images": stats.images,
+        "train_seconds": stats.seconds,
+        "train_images_per_s": stats.images_per_s,
+        "test_loss": test.loss if test else None,
+        "test_acc": test.acc if test else None,
+    }
+
+
+def format_epoch(epoch: int, epochs: int, stats: EpochStats, test: EpochStats | None) -> str:
+    line = (
+        f"epoch {epoch}/{epochs}  loss {stats.loss:.4f}  train acc {stats.acc:.2f}%  "
+        f"{stats.images_per_s:.0f} img/s"
+    )
+    return line + (f"  test acc {test.acc:.2f}%" if test else "")

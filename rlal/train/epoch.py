@@ -1,0 +1,130 @@
+"""One epoch of training and one pass of evaluation: the two steps every method is built from."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sized
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from rlal.errors import RlalError
+from rlal.train.runtime import Runtime
+
+Regularizer = Callable[[nn.Module], torch.Tensor]
+"""A penalty added to the loss each step; the alignment regulariser of the joint method plugs in here."""
+
+
+@dataclass(frozen=True)
+class EpochStats:
+    loss: float
+    """Mean cross-entropy over the epoch's images (regulariser excluded)."""
+    acc: float
+    """Top-1 accuracy in percent."""
+    images: int
+    seconds: float
+    reg_loss: float = 0.0
+    """Mean regulariser value per step (0 when there is none)."""
+
+    @property
+    def images_per_s(self) -> float:
+        return self.images / self.seconds if self.seconds > 0 else float("nan")
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+    runtime: Runtime,
+    *,
+    label_smoothing: float = 0.0,
+    regularizer: Regularizer | None = None,
+    progress: bool = False,
+    desc: str = "train",
+) -> EpochStats:
+    """Train ``model`` for one pass over ``loader``; the schedule is stepped once per batch."""
+    model.train()
+    device = runtime.device
+    loss_sum = torch.zeros((), device=device)
+    reg_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    images = steps = 0
+    _sync(device)
+    start = time.perf_counter()
+    total = len(loader) if isinstance(loader, Sized) else None
+    bar = tqdm(loader, total=total, desc=desc, leave=False, disable=not progress, dynamic_ncols=True)
+    for x, y in bar:
+        with runtime.autocast():
+            logits = model(x)
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
+        total_loss = loss
+        if regularizer is not None:
+            reg = regularizer(model)
+            total_loss = loss + reg
+            reg_sum += reg.detach()
+        optimizer.zero_grad(set_to_none=True)
+        total_loss.backward()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        # Accumulate on the device: reading a value back every step would stall a GPU.
+        loss_sum += loss.detach() * y.numel()
+        correct += (logits.argmax(1) == y).sum()
+        images += y.numel()
+        steps += 1
+        if progress and steps % 20 == 0:
+            bar.set_postfix(loss=f"{loss_sum.item() / images:.3f}", acc=f"{100 * correct.item() / images:.1f}")
+    _sync(device)
+    seconds = time.perf_counter() - start
+    if images == 0:
+        raise RlalError("the training split is empty: no batch to train on (check data.train_subset)")
+    mean_loss = loss_sum.item() / images
+    if not torch.isfinite(torch.tensor(mean_loss)):
+        raise RlalError(f"training diverged: the loss is {mean_loss} (try a lower optim.lr)")
+    return EpochStats(
+        loss=mean_loss,
+        acc=100.0 * correct.item() / images,
+        images=images,
+        seconds=seconds,
+        reg_loss=reg_sum.item() / steps,
+    )
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, loader: Iterable[tuple[torch.Tensor, torch.Tensor]], runtime: Runtime
+) -> EpochStats:
+    """Mean loss and top-1 accuracy over ``loader`` in eval mode; the model's mode is restored after."""
+    was_training = model.training
+    model.eval()
+    device = runtime.device
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    images = 0
+    _sync(device)
+    start = time.perf_counter()
+    try:
+        for x, y in loader:
+            with runtime.autocast():
+                logits = model(x)
+            loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
+            correct += (logits.argmax(1) == y).sum()
+            images += y.numel()
+    finally:
+        model.train(was_training)
+    _sync(device)
+    seconds = time.perf_counter() - start
+    if images == 0:
+        return EpochStats(loss=float("nan"), acc=float("nan"), images=0, seconds=seconds)
+    return EpochStats(
+        loss=loss_sum.item() / images, acc=100.0 * correct.item() / images, images=images, seconds=seconds
+    )
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

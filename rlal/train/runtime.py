@@ -1,0 +1,61 @@
+"""Where and how tensors run: device, mixed precision, memory format, seeding."""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from rlal.config import TrainConfig
+from rlal.errors import RlalError
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Resolved execution settings; ``amp_dtype`` None means full fp32."""
+
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    channels_last: bool
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """Autocast context for forward passes (BN stays fp32 under autocast, as it should)."""
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+    def describe(self) -> str:
+        amp = "bf16" if self.amp_dtype is torch.bfloat16 else "fp32"
+        fmt = "channels-last" if self.channels_last else "contiguous"
+        return f"{self.device} {amp} {fmt}"
+
+
+def resolve_runtime(cfg: TrainConfig) -> Runtime:
+    """Turn ``auto`` settings into concrete ones: bf16 and channels-last on CUDA, plain fp32 on CPU."""
+    if cfg.device == "auto":
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        try:
+            device = torch.device(cfg.device)
+        except RuntimeError:
+            raise RlalError(f"train.device {cfg.device!r} is not a device (use auto, cpu, cuda or cuda:N)") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise RlalError(f"train.device is {cfg.device!r} but no CUDA device is available")
+        if device.type not in ("cpu", "cuda"):
+            raise RlalError(f"train.device {cfg.device!r} is not supported (use auto, cpu, cuda or cuda:N)")
+    on_cuda = device.type == "cuda"
+    amp = cfg.amp == "bf16" or (cfg.amp == "auto" and on_cuda)
+    channels_last = cfg.channels_last == "on" or (cfg.channels_last == "auto" and on_cuda)
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    return Runtime(device=device, amp_dtype=torch.bfloat16 if amp else None, channels_last=channels_last)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed every generator a run draws from; CPU runs with the same seed are then bit-identical."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)

@@ -1,0 +1,96 @@
+"""The command line: one-line errors with exit status 2, JSON outputs, and a real end-to-end smoke run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from rlal.cli import main
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code: int, err: str, *fragments: str) -> None:
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: ")
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_models_lists_the_zoo_as_json(capsys):
+    code, out, _ = run_cli(capsys, "models", "--json")
+    assert code == 0
+    names = {m["name"] for m in json.loads(out)}
+    assert {"resnet20", "resnet56", "resnet110", "resnet50", "mobilenetv2", "vgg16-bn"} <= names
+
+
+def test_info_reports_params_and_macs_of_resnet56_on_cifar10(capsys):
+    code, out, _ = run_cli(capsys, "info", "--model", "resnet56", "--dataset", "cifar10", "--json")
+    assert code == 0
+    info = json.loads(out)
+    assert info["input_shape"] == [3, 32, 32]
+    assert info["params"] == pytest.approx(0.85e6, rel=0.02)
+    assert info["macs"] == pytest.approx(125e6, rel=0.02)
+
+
+def test_info_on_fashion_mnist_uses_one_channel_28_pixels(capsys):
+    code, out, _ = run_cli(capsys, "info", "--model", "resnet20", "--dataset", "fashion-mnist", "--json")
+    assert code == 0
+    assert json.loads(out)["input_shape"] == [1, 28, 28]
+
+
+def test_unknown_dataset_lists_the_valid_ones(capsys):
+    code, _, err = run_cli(capsys, "info", "--model", "resnet20", "--dataset", "mnist")
+    assert_one_line_error(code, err, "unknown dataset 'mnist'", "cifar10", "fashion-mnist", "imagefolder")
+
+
+def test_unknown_model_lists_the_valid_ones(capsys):
+    code, _, err = run_cli(capsys, "info", "--model", "resnet9", "--dataset", "cifar10")
+    assert_one_line_error(code, err, "unknown model 'resnet9'", "resnet56")
+
+
+def test_missing_required_flag_is_a_one_line_error(capsys):
+    code, _, err = run_cli(capsys, "train", "--model", "resnet20")
+    assert_one_line_error(code, err, "--out")
+
+
+def test_bad_config_key_on_train_is_a_one_line_error(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "train", "--set", "train.epochs=x", "--out", str(tmp_path / "run"))
+    assert_one_line_error(code, err, "train.epochs must be an integer")
+    assert not (tmp_path / "run").exists()
+
+
+def test_unknown_shipped_config_lists_the_shipped_ones(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "train", "--config", "nosuch", "--out", str(tmp_path / "run"))
+    assert_one_line_error(code, err, "'nosuch'", "demo")
+
+
+def test_missing_data_names_the_searched_paths_and_leaves_no_run_dir(capsys, tmp_path, monkeypatch):
+    monkeypatch.delenv("RLAL_DATA", raising=False)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = tmp_path / "run"
+    code, _, err = run_cli(
+        capsys, "train", "--dataset", "cifar10", "--data-dir", str(empty), "--out", str(out)
+    )
+    assert_one_line_error(code, err, str(empty))
+    assert not out.exists()
+
+
+def test_real_console_command_exits_2_without_traceback(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "rlal", "info", "--model", "nosuch", "--dataset", "cifar10"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: unknown model 'nosuch'")
+    assert "Traceback" not in proc.stderr

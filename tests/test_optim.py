@@ -1,0 +1,47 @@
+"""The learning-rate schedule: warm-up, cosine to zero, multi-step decays at the milestones."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rlal.config import OptimConfig
+from rlal.train.optim import build_optimizer, build_scheduler, lr_factor
+
+
+def test_cosine_starts_at_one_and_ends_near_zero():
+    cfg = OptimConfig(schedule="cosine")
+    assert lr_factor(cfg, 0, 100, 10) == pytest.approx(1.0)
+    assert lr_factor(cfg, 50, 100, 10) == pytest.approx(0.5)
+    assert lr_factor(cfg, 99, 100, 10) < 0.001
+
+
+def test_warmup_rises_linearly_to_the_base_rate():
+    cfg = OptimConfig(schedule="constant", warmup_epochs=1)
+    factors = [lr_factor(cfg, s, 100, 10) for s in range(12)]
+    assert factors[0] == pytest.approx(0.1)
+    assert factors[9] == pytest.approx(1.0)
+    assert factors[10:] == [1.0, 1.0]
+    assert all(a < b for a, b in zip(factors[:9], factors[1:10], strict=True))
+
+
+def test_multistep_multiplies_by_gamma_at_each_milestone():
+    cfg = OptimConfig(schedule="multistep", milestones=[0.5, 0.75], gamma=0.1)
+    assert lr_factor(cfg, 49, 100, 10) == pytest.approx(1.0)
+    assert lr_factor(cfg, 50, 100, 10) == pytest.approx(0.1)
+    assert lr_factor(cfg, 75, 100, 10) == pytest.approx(0.01)
+
+
+def test_scheduler_steps_per_batch_over_all_epochs():
+    model = torch.nn.Linear(2, 2)
+    cfg = OptimConfig(lr=0.2, schedule="cosine")
+    optimizer = build_optimizer(model, cfg)
+    scheduler = build_scheduler(optimizer, cfg, epochs=2, steps_per_epoch=5)
+    lrs = []
+    for _ in range(10):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert lrs[0] == pytest.approx(0.2)
+    assert lrs[5] == pytest.approx(0.1)
+    assert lrs == sorted(lrs, reverse=True)
