@@ -122,7 +122,9 @@ def main() -> int:
         for compiled in (False, True):
             runs.append(dict(
                 model_name="resnet56",
-                data_cfg=DataConfig(dataset="cifar10", data_dir=data_dir, batch_size=512, eval_batch_size=1024),
+                data_cfg=DataConfig(
+                    dataset="cifar10", data_dir=data_dir, batch_size=512, eval_batch_size=1024
+                ),
                 train_cfg=TrainConfig(device="cuda", compile=compiled, progress=False),
                 timed_batches=None, epochs=args.gpu_epochs, warmup_batches=20,
             ))

@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     p.set_defaults(run=cmd_train)
 
-    p = sub.add_parser("demo", help="the README's main job on the embedded default (Fashion-MNIST, ResNet-20)")
+    p = sub.add_parser("demo", help="the README's main job (ResNet-20 on Fashion-MNIST)")
     _add_run_arguments(p, with_method=False)
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="run directory (default runs/demo)")
     p.set_defaults(run=cmd_demo)
@@ -131,7 +131,8 @@ def cmd_models(args: argparse.Namespace) -> int:
 
     entries = [model_entry(name) for name in list_models()]
     if args.json:
-        print(json.dumps([{"name": e.name, "family": e.family, "description": e.description} for e in entries]))
+        rows = [{"name": e.name, "family": e.family, "description": e.description} for e in entries]
+        print(json.dumps(rows))
     else:
         width = max(len(e.name) for e in entries)
         for e in entries:
@@ -190,7 +191,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         from rlal.train.dense import fit_dense
 
         result = fit_dense(config, args.out, overwrite=args.overwrite)
-        print(f"test accuracy {result.test_acc:.2f}%  ({result.seconds:.0f} s); run saved in {result.run_dir}")
+        print(f"test accuracy {result.test_acc:.2f}% ({result.seconds:.0f} s); run saved in {result.run_dir}")
         return 0
     raise RlalError(f"method {config.method!r} is not available")  # unreachable: config validates it
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 
@@ -22,7 +24,7 @@ def test_warmup_rises_linearly_to_the_base_rate():
     assert factors[0] == pytest.approx(0.1)
     assert factors[9] == pytest.approx(1.0)
     assert factors[10:] == [1.0, 1.0]
-    assert all(a < b for a, b in zip(factors[:9], factors[1:10], strict=True))
+    assert all(a < b for a, b in itertools.pairwise(factors[:10]))
 
 
 def test_multistep_multiplies_by_gamma_at_each_milestone():

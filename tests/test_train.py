@@ -27,7 +27,7 @@ def write_idx(path: Path, array: np.ndarray) -> None:
 
 
 def learnable_images(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Noisy images whose class k is a bright horizontal band at rows 2k+3..2k+5: easy, but must be learned."""
+    """Noisy images whose class k is a bright band at rows 2k+3..2k+5: easy, but it must be learned."""
     labels = rng.integers(0, 10, size=n)
     images = rng.integers(0, 60, size=(n, 28, 28))
     for i, k in enumerate(labels):

@@ -77,7 +77,9 @@ def train_one_epoch(
         images += y.numel()
         steps += 1
         if progress and steps % 20 == 0:
-            bar.set_postfix(loss=f"{loss_sum.item() / images:.3f}", acc=f"{100 * correct.item() / images:.1f}")
+            bar.set_postfix(
+                loss=f"{loss_sum.item() / images:.3f}", acc=f"{100 * correct.item() / images:.1f}"
+            )
     _sync(device)
     seconds = time.perf_counter() - start
     if images == 0:

@@ -41,7 +41,9 @@ def resolve_runtime(cfg: TrainConfig) -> Runtime:
         try:
             device = torch.device(cfg.device)
         except RuntimeError:
-            raise RlalError(f"train.device {cfg.device!r} is not a device (use auto, cpu, cuda or cuda:N)") from None
+            raise RlalError(
+                f"train.device {cfg.device!r} is not a device (use auto, cpu, cuda or cuda:N)"
+            ) from None
         if device.type == "cuda" and not torch.cuda.is_available():
             raise RlalError(f"train.device is {cfg.device!r} but no CUDA device is available")
         if device.type not in ("cpu", "cuda"):
