@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import gzip
 import json
-import struct
 from pathlib import Path
 
 import numpy as np
@@ -14,16 +12,10 @@ import yaml
 from rlal.checkpoint import load_weights, state_equal
 from rlal.cli import main
 from rlal.config import load_config
+from rlal.data import write_idx
 from rlal.models import create_model
 from rlal.report.metrics import read_metrics
 from rlal.train.dense import fit_dense
-
-
-def write_idx(path: Path, array: np.ndarray) -> None:
-    dtype_code = 0x08  # unsigned byte, the only type Fashion-MNIST uses
-    header = struct.pack(">HBB", 0, dtype_code, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    with gzip.open(path, "wb") as f:
-        f.write(header + array.astype(np.uint8).tobytes())
 
 
 def learnable_images(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

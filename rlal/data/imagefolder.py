@@ -1,0 +1,215 @@
+"""Image-folder datasets of any size (the ImageNet layout), decoded lazily by DataLoader workers."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from rlal.data.augment import normalize, normalizer
+from rlal.data.locate import search_roots, unique
+from rlal.data.splits import seeded_generator
+from rlal.data.transforms import EvalTransform
+from rlal.data.tree import check_same_classes, scan_split
+from rlal.errors import DataError
+
+Transform = Callable[[Image.Image, torch.Generator], torch.Tensor]
+"""PIL image and a generator for its random choices -> uint8 ``3,S,S`` tensor."""
+EVAL_SPLITS = ("val", "test")
+
+
+class ImageFolderDataset(Dataset):
+    """Images listed as ``root/<file>`` with integer labels, opened and transformed on access.
+
+    An item is ``(uint8 3,S,S tensor, label)``. Indexing with ``(index, seed)`` makes the random
+    transform a function of ``seed`` (what :class:`EpochSampler` yields, so augmentation does not
+    depend on which worker decodes the image); a plain ``index`` draws the seed from torch's RNG.
+    File names are kept in one numpy byte array rather than a list of Python strings, so forked
+    workers do not copy the list page by page as reference counts change.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        files: Sequence[str],
+        labels: Sequence[int] | np.ndarray,
+        classes: Sequence[str],
+        transform: Transform | None = None,
+    ) -> None:
+        if len(files) != len(labels):
+            raise ValueError(f"{len(files)} files but {len(labels)} labels")
+        self.root = Path(root)
+        self.classes = tuple(classes)
+        self.transform: Transform = transform if transform is not None else EvalTransform()
+        self._files = np.array([os.fsencode(f) for f in files], dtype=bytes)
+        self._labels = np.asarray(labels, dtype=np.int64)
+
+    @classmethod
+    def from_folder(cls, split_dir: str | Path, transform: Transform | None = None) -> ImageFolderDataset:
+        """All images of ``split_dir/<class>/<image>``, classes sorted by folder name."""
+        split_dir = Path(split_dir)
+        classes, files, labels = scan_split(split_dir)
+        return cls(split_dir, files, labels, classes, transform)
+
+    def subset(
+        self, indices: Sequence[int] | torch.Tensor, transform: Transform | None = None
+    ) -> ImageFolderDataset:
+        """The images at ``indices`` (same root and classes), with ``transform`` or this one's."""
+        index = np.asarray(indices, dtype=np.int64)
+        out = ImageFolderDataset(self.root, [], [], self.classes, transform or self.transform)
+        out._files, out._labels = self._files[index], self._labels[index]
+        return out
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self._labels
+
+    def path(self, index: int) -> Path:
+        """The file of item ``index``."""
+        return self.root / os.fsdecode(self._files[index])
+
+    def __len__(self) -> int:
+        return len(self._labels)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
+        if isinstance(key, tuple):
+            index, seed = key
+        else:
+            index, seed = key, int(torch.randint(0, 2**62, (1,)))
+        path = self.path(index)
+        generator = torch.Generator().manual_seed(seed)
+        try:
+            with Image.open(path) as img:
+                image = self.transform(img, generator)
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+            raise DataError(f"{path}: cannot decode image ({exc})") from None
+        return image, int(self._labels[index])
+
+
+class EpochSampler(Sampler[tuple[int, int]]):
+    """Yields ``(index, augmentation seed)``; order and seeds depend only on ``(seed, epoch)``."""
+
+    def __init__(self, num_samples: int, shuffle: bool, seed: int) -> None:
+        self.num_samples = num_samples
+        self.shuffle = shuffle
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        generator = seeded_generator(self.seed, self.epoch)
+        n = self.num_samples
+        order = torch.randperm(n, generator=generator) if self.shuffle else torch.arange(n)
+        seeds = torch.randint(0, 2**62, (n,), generator=generator)
+        return zip(order.tolist(), seeds.tolist(), strict=True)
+
+
+class ImageFolderLoader:
+    """The :class:`~rlal.data.Loader` protocol over a multi-worker :class:`~torch.utils.data.DataLoader`.
+
+    Workers decode and transform to uint8; batches travel pinned (on CUDA) and are moved to the
+    device without blocking, then converted and normalised there. Workers persist across epochs;
+    :meth:`set_epoch` reseeds the order and the augmentation. ``drop_last`` follows the rule of
+    :class:`~rlal.data.DeviceLoader`: only when there is at least one full batch.
+    """
+
+    def __init__(
+        self,
+        dataset: ImageFolderDataset,
+        *,
+        batch_size: int,
+        device: torch.device,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        shuffle: bool = False,
+        drop_last: bool = False,
+        workers: int = 0,
+        seed: int = 0,
+        channels_last: bool = False,
+    ) -> None:
+        self.dataset = dataset
+        self.num_samples = len(dataset)
+        self.device = device
+        self.channels_last = channels_last
+        self._sampler = EpochSampler(len(dataset), shuffle, seed)
+        workers = workers if len(dataset) else 0  # no processes for an empty split
+        self._loader = DataLoader(
+            dataset,
+            batch_size=batch_size,
+            sampler=self._sampler,
+            drop_last=drop_last and len(dataset) >= batch_size,
+            num_workers=workers,
+            pin_memory=device.type == "cuda",
+            persistent_workers=workers > 0,
+            generator=seeded_generator(seed, "workers"),
+        )
+        self._scale, self._bias = normalizer(mean, std, device)
+
+    def __len__(self) -> int:
+        return len(self._loader)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose order and augmentation the next iteration produces."""
+        self._sampler.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        try:
+            for images, labels in self._loader:
+                images = images.to(self.device, non_blocking=True)
+                labels = labels.to(self.device, non_blocking=True)
+                yield normalize(images, self._scale, self._bias, self.channels_last), labels
+        except DataError as exc:
+            raise DataError(_one_line(str(exc))) from None
+
+
+def find_image_folder(data_dir: str | None) -> tuple[Path | None, str, list[str]]:
+    """Find ``D/train`` with ``D/val`` (or ``D/test``) in ``data_dir``, ``$RLAL_DATA`` or their ``imagenet/``.
+
+    Returns ``(D or None, the evaluation split's folder name, the folders searched)``.
+    """
+    searched = []
+    for root in unique([d for r in search_roots(data_dir) for d in (r, r / "imagenet")]):
+        searched.append(str(root))
+        if (root / "train").is_dir():
+            for split in EVAL_SPLITS:
+                if (root / split).is_dir():
+                    return root, split, searched
+    return None, "", searched
+
+
+def load_image_folder(data_dir: str | None) -> tuple[ImageFolderDataset, ImageFolderDataset, str]:
+    """Scan the train and val/test folders; return ``(train, test, source)`` with the eval transform.
+
+    Raises :class:`DataError` listing the folders searched when none matches, or naming the folder
+    when the two splits' classes differ.
+    """
+    root, split, searched = find_image_folder(data_dir)
+    if root is None:
+        where = "; ".join(searched) or "nothing: no --data-dir given and $RLAL_DATA unset"
+        raise DataError(
+            f"image-folder dataset not found (searched: {where}): pass --data-dir DIR "
+            f"(or set $RLAL_DATA) where DIR holds train/<class>/<image> and val/<class>/<image>"
+        )
+    train = ImageFolderDataset.from_folder(root / "train")
+    test = ImageFolderDataset.from_folder(root / split)
+    check_same_classes(root, train.classes, test.classes, ("train", split))
+    return train, test, f"{root} (image folder, train/ and {split}/)"
+
+
+def _one_line(message: str) -> str:
+    # DataLoader re-raises a worker's exception with the worker's traceback in the message; keep
+    # only our own one-line message, which is the traceback's last line.
+    if "\n" not in message:
+        return message
+    last = message.strip().splitlines()[-1]
+    return last.split("DataError: ", 1)[-1]

@@ -1,0 +1,86 @@
+"""The in-memory loader: uint8 images kept on the device, batched, augmented and normalised there."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+
+from rlal.data.augment import CropFlip, normalize, normalizer, random_crop_flip
+from rlal.data.splits import seeded_generator
+
+
+class DeviceLoader:
+    """Iterate ``(images, labels)`` batches from uint8 ``N,C,H,W`` images already on the target device.
+
+    Each batch is gathered by index, augmented as a batch (``augment``), converted to float32 and
+    normalised with ``mean``/``std``: no worker processes and no host-to-device copies per step.
+    The order and the augmentation depend only on ``(seed, epoch)``; iterating twice in the same
+    epoch gives the same batches, so a run resumed at an epoch sees what it would have seen.
+
+    ``indices`` selects a subset (e.g. the training split) without copying the images, so several
+    loaders can share one device copy. With ``drop_last`` the last incomplete batch is dropped,
+    but only when there is at least one full batch (BatchNorm cannot train on a batch of one, and an
+    epoch with no batch at all would train nothing).
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        *,
+        batch_size: int,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        indices: torch.Tensor | None = None,
+        shuffle: bool = False,
+        drop_last: bool = False,
+        augment: CropFlip | None = None,
+        seed: int = 0,
+        channels_last: bool = False,
+    ) -> None:
+        if images.dtype != torch.uint8 or images.dim() != 4:
+            raise ValueError(f"images must be uint8 N,C,H,W, got {images.dtype} {tuple(images.shape)}")
+        if labels.device != images.device or labels.shape != images.shape[:1]:
+            raise ValueError("labels must be a vector of one label per image on the images' device")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.images = images
+        self.labels = labels
+        self.device = images.device
+        # None = all images in order: batches are then slices, not gathers.
+        self._indices = None if indices is None else indices.to(self.device, torch.int64)
+        self.num_samples = len(images) if indices is None else len(indices)
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.drop_last = drop_last and self.num_samples >= batch_size
+        self.augment = augment
+        self.seed = seed
+        self.channels_last = channels_last
+        self.epoch = 0
+        self._scale, self._bias = normalizer(mean, std, self.device)
+
+    def __len__(self) -> int:
+        full, rest = divmod(self.num_samples, self.batch_size)
+        return full + (1 if rest and not self.drop_last else 0)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose order and augmentation the next iteration produces."""
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        generator = seeded_generator(self.seed, self.epoch)
+        order = self._indices
+        if self.shuffle:
+            perm = torch.randperm(self.num_samples, generator=generator).to(self.device, non_blocking=True)
+            order = perm if order is None else order[perm]
+        bs = self.batch_size
+        for k in range(len(self)):
+            if order is None:
+                images, labels = self.images[k * bs : (k + 1) * bs], self.labels[k * bs : (k + 1) * bs]
+            else:
+                batch = order[k * bs : (k + 1) * bs]
+                images, labels = self.images[batch], self.labels[batch]
+            if self.augment is not None:
+                images = random_crop_flip(images, self.augment, generator)
+            yield normalize(images, self._scale, self._bias, self.channels_last), labels

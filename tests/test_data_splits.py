@@ -1,0 +1,60 @@
+"""Reward split and seeded subsets: deterministic, disjoint, the right sizes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rlal.data import derive_seed, reward_split, seeded_subset
+from rlal.errors import DataError
+
+
+def test_reward_split_is_deterministic_for_a_seed():
+    a = reward_split(1000, 100, seed=3)
+    b = reward_split(1000, 100, seed=3)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+def test_reward_split_is_disjoint_complete_sorted_and_sized():
+    train, reward = reward_split(1000, 100, seed=0)
+    assert len(reward) == 100 and len(train) == 900
+    assert train.dtype == reward.dtype == torch.int64
+    assert not set(train.tolist()) & set(reward.tolist())
+    assert sorted(train.tolist() + reward.tolist()) == list(range(1000))
+    assert torch.equal(train, train.sort().values) and torch.equal(reward, reward.sort().values)
+
+
+def test_reward_split_differs_between_seeds():
+    assert not torch.equal(reward_split(1000, 100, 0)[1], reward_split(1000, 100, 1)[1])
+
+
+def test_reward_split_of_zero_is_empty():
+    train, reward = reward_split(10, 0, seed=0)
+    assert reward.numel() == 0 and train.tolist() == list(range(10))
+
+
+@pytest.mark.parametrize("size", [10, 11])
+def test_reward_split_leaving_no_training_image_names_the_key(size):
+    with pytest.raises(DataError, match=r"data\.reward_size \(" + str(size) + r"\).*training images \(10\)"):
+        reward_split(10, size, seed=0)
+
+
+def test_seeded_subset_is_a_deterministic_sorted_sample():
+    pool = torch.arange(100, 200)
+    a = seeded_subset(pool, 10, 0, "train_subset")
+    assert len(a) == 10 and set(a.tolist()) <= set(pool.tolist())
+    assert torch.equal(a, seeded_subset(pool, 10, 0, "train_subset"))
+    assert torch.equal(a, a.sort().values)
+    assert not torch.equal(a, seeded_subset(pool, 10, 1, "train_subset"))
+
+
+def test_seeded_subset_larger_than_pool_keeps_all():
+    pool = torch.arange(5)
+    assert seeded_subset(pool, 50, 0, "x") is pool and seeded_subset(pool, None, 0, "x") is pool
+
+
+def test_derive_seed_is_stable_across_processes():
+    # Pinned: Python's hash() of a string would change with PYTHONHASHSEED; splits must not.
+    assert derive_seed(1, "a") == 8415240736594023236
+    assert derive_seed(0, "reward") != derive_seed(1, "reward")
+    assert 0 <= derive_seed(12345, "train", 7) < 2**63
