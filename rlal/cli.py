@@ -61,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="directory holding the dataset (searched first)")
     p.add_argument("--cache-dir", help="where decoded arrays are cached")
     p.add_argument("--no-download", action="store_true", help="never download")
+    p.add_argument("--reward-size", type=int, default=5000, help="training images held out for rewards")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=cmd_data)
 
@@ -165,12 +166,14 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_data(args: argparse.Namespace) -> int:
     import torch
 
-    from rlal.config import DataConfig
+    from rlal.config import load_config
     from rlal.data import build_data
 
-    cfg = DataConfig(
-        dataset=args.dataset, data_dir=args.data_dir, cache_dir=args.cache_dir, download=not args.no_download
-    )
+    overrides = [f"data.dataset={args.dataset}", f"data.reward_size={args.reward_size}",
+                 f"data.download={str(not args.no_download).lower()}"]
+    overrides += [f"data.{key}={value}" for key, value in
+                  (("data_dir", args.data_dir), ("cache_dir", args.cache_dir)) if value is not None]
+    cfg = load_config(None, overrides).data
     data = build_data(cfg, torch.device("cpu"), seed=0)
     info = {
         "dataset": data.spec.name, "source": data.source, "classes": list(data.classes),

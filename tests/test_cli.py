@@ -94,3 +94,98 @@ def test_real_console_command_exits_2_without_traceback(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: unknown model 'nosuch'")
     assert "Traceback" not in proc.stderr
+
+
+# Bad data through the real command: one `error:` line naming the problem, exit status 2.
+
+def _fmnist_files(folder, n_train=20, n_test=10):
+    import numpy as np
+
+    from rlal.data import write_idx
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for split, n in (("train", n_train), ("t10k", n_test)):
+        write_idx(folder / f"{split}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
+        write_idx(folder / f"{split}-labels-idx1-ubyte.gz", rng.integers(0, 10, n, dtype=np.uint8))
+    return folder
+
+
+def test_data_command_reports_what_it_found(capsys, tmp_path):
+    folder = _fmnist_files(tmp_path / "fm")
+    code, out, _ = run_cli(capsys, "data", "--dataset", "fashion-mnist", "--data-dir", str(folder),
+                           "--reward-size", "5", "--json")
+    assert code == 0
+    info = json.loads(out)
+    assert (info["train"], info["reward"], info["test"]) == (15, 5, 10)
+    assert info["source"].startswith(str(folder))
+    assert info["input_shape"] == [1, 28, 28]
+
+
+def test_reward_split_larger_than_the_training_set_names_the_key(capsys, tmp_path):
+    folder = _fmnist_files(tmp_path / "fm")
+    code, _, err = run_cli(capsys, "data", "--dataset", "fashion-mnist", "--data-dir", str(folder))
+    assert_one_line_error(code, err, "data.reward_size")
+
+
+def test_data_command_on_a_corrupt_idx_file_names_the_file(capsys, tmp_path):
+    import gzip
+
+    folder = _fmnist_files(tmp_path / "fm")
+    bad = folder / "train-images-idx3-ubyte.gz"
+    bad.write_bytes(gzip.compress(b"\x00\x00\x08\x03" + b"\x00" * 20))  # header cut short
+    code, _, err = run_cli(capsys, "data", "--dataset", "fashion-mnist", "--data-dir", str(folder))
+    assert_one_line_error(code, err, "train-images-idx3-ubyte.gz")
+
+
+def test_data_command_on_a_wrong_magic_number_names_the_file(capsys, tmp_path):
+    import gzip
+
+    folder = _fmnist_files(tmp_path / "fm")
+    bad = folder / "t10k-labels-idx1-ubyte.gz"
+    bad.write_bytes(gzip.compress(b"\x12\x34\x08\x01" + (10).to_bytes(4, "big") + bytes(10)))
+    code, _, err = run_cli(capsys, "data", "--dataset", "fashion-mnist", "--data-dir", str(folder))
+    assert_one_line_error(code, err, "t10k-labels-idx1-ubyte.gz", "magic")
+
+
+def test_data_command_on_missing_fashion_mnist_lists_the_searched_paths(capsys, tmp_path, monkeypatch):
+    import rlal.data.fashion_mnist as fm
+
+    monkeypatch.setattr(fm, "SYSTEM_DIR", tmp_path / "no-system-copy")
+    monkeypatch.delenv("RLAL_DATA", raising=False)
+    monkeypatch.setenv("RLAL_CACHE", str(tmp_path / "cache"))
+    empty = tmp_path / "nothing-here"
+    empty.mkdir()
+    code, _, err = run_cli(
+        capsys, "data", "--dataset", "fashion-mnist", "--data-dir", str(empty), "--no-download"
+    )
+    assert_one_line_error(code, err, str(empty), str(tmp_path / "no-system-copy"), "dataset-fashion-mnist")
+
+
+def test_data_command_on_an_undecodable_image_names_the_file(capsys, tmp_path):
+    from PIL import Image
+
+    for split in ("train", "test"):
+        for cls in ("cat", "dog"):
+            folder = tmp_path / "c10" / split / cls
+            folder.mkdir(parents=True)
+            for i in range(3):
+                Image.new("RGB", (32, 32), (i * 40, 0, 0)).save(folder / f"{i}.png")
+    broken = tmp_path / "c10" / "train" / "dog" / "1.png"
+    broken.write_bytes(b"not an image at all")
+    code, _, err = run_cli(capsys, "data", "--dataset", "cifar10", "--data-dir", str(tmp_path / "c10"),
+                           "--cache-dir", str(tmp_path / "cache"))
+    assert_one_line_error(code, err, "1.png")
+
+
+def test_data_command_on_mismatched_train_and_test_classes_names_the_folder(capsys, tmp_path):
+    from PIL import Image
+
+    for split, classes in (("train", ("cat", "dog")), ("test", ("cat", "emu"))):
+        for cls in classes:
+            folder = tmp_path / "c10" / split / cls
+            folder.mkdir(parents=True)
+            Image.new("RGB", (32, 32)).save(folder / "0.png")
+    code, _, err = run_cli(capsys, "data", "--dataset", "cifar10", "--data-dir", str(tmp_path / "c10"),
+                           "--cache-dir", str(tmp_path / "cache"))
+    assert_one_line_error(code, err, "c10")
