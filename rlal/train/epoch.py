@@ -56,7 +56,10 @@ def train_one_epoch(
     _sync(device)
     start = time.perf_counter()
     total = len(loader) if isinstance(loader, Sized) else None
-    bar = tqdm(loader, total=total, desc=desc, leave=False, disable=not progress, dynamic_ncols=True)
+    # disable=None: tqdm draws only on a terminal, so logs and CI output get the per-epoch lines alone.
+    bar = tqdm(
+        loader, total=total, desc=desc, leave=False, disable=None if progress else True, dynamic_ncols=True
+    )
     for x, y in bar:
         with runtime.autocast():
             logits = model(x)
