@@ -5,3 +5,12 @@ Alignment" (CVPR 2024). MACs (multiply-accumulates of one forward pass) are the 
 """
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # Lazy, so that `import rlal` (and `rlal --help`) does not pay for torch and Torch-Pruning.
+    if name == "load_pruned":
+        from rlal.structure import load_pruned
+
+        return load_pruned
+    raise AttributeError(f"module 'rlal' has no attribute {name!r}")

@@ -53,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True)
     p.add_argument("--dataset", required=True)
     p.add_argument("--num-classes", type=int, help="override the dataset's number of classes")
+    p.add_argument("--policy", choices=["internal", "all"], default="internal",
+                   help="residual policy: prune block-internal channels only (default), or all groups")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=cmd_info)
 
@@ -143,7 +145,8 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def cmd_info(args: argparse.Namespace) -> int:
     from rlal.data import dataset_spec
-    from rlal.models import count_macs_params, create_model
+    from rlal.models import create_model
+    from rlal.structure import describe_layers
 
     spec = dataset_spec(args.dataset)
     num_classes = args.num_classes if args.num_classes is not None else spec.num_classes
@@ -151,15 +154,23 @@ def cmd_info(args: argparse.Namespace) -> int:
         args.model, num_classes=num_classes, in_channels=spec.in_channels, input_size=spec.input_size
     )
     shape = (spec.in_channels, spec.input_size, spec.input_size)
-    macs, params = count_macs_params(model, shape)
+    layers = describe_layers(model, shape, policy=args.policy)
     info: dict[str, Any] = {
-        "model": args.model, "dataset": spec.name, "input_shape": list(shape),
-        "num_classes": num_classes, "params": params, "macs": macs,
+        "model": args.model, "dataset": spec.name, "input_shape": list(shape), "num_classes": num_classes,
+        "params": layers["dense_params"], "macs": layers["dense_macs"], "policy": args.policy,
+        "prunable_layers": layers["prunable_layers"], "skipped": layers["skipped"],
     }
     if args.json:
         print(json.dumps(info))
-    else:
-        print(f"{args.model} on {spec.name} {shape}: {params / 1e6:.3f} M params, {macs / 1e6:.1f} M MACs")
+        return 0
+    print(f"{args.model} on {spec.name} {shape}: {info['params'] / 1e6:.3f} M params, "
+          f"{info['macs'] / 1e6:.1f} M MACs")
+    n_layers = len(info["prunable_layers"])
+    print(f"{n_layers} prunable layers (policy {args.policy}); a keep ratio counts channels:")
+    for layer in info["prunable_layers"]:
+        print(f"  {layer['name']:<32} {layer['channels']:>5} channels  {layer['macs'] / 1e6:8.2f} M MACs")
+    for item in info["skipped"]:
+        print(f"  skipped {item['module']}: {item['reason']}")
     return 0
 
 

@@ -42,6 +42,21 @@ def test_info_reports_params_and_macs_of_resnet56_on_cifar10(capsys):
     assert info["macs"] == pytest.approx(125e6, rel=0.02)
 
 
+def test_info_lists_prunable_layers_and_skipped_groups(capsys):
+    code, out, _ = run_cli(capsys, "info", "--model", "resnet56", "--dataset", "cifar10", "--json")
+    assert code == 0
+    info = json.loads(out)
+    layers = info["prunable_layers"]
+    assert len(layers) == 27  # one per basic block: the residual-coupled groups stay whole by default
+    assert layers[0] == {"name": "layer1.0.conv1", "channels": 16, "macs": layers[0]["macs"]}
+    assert all(layer["macs"] > 0 for layer in layers)
+    assert info["skipped"] and all(item["reason"] for item in info["skipped"])
+
+    code, out, _ = run_cli(capsys, "info", "--model", "resnet56", "--dataset", "cifar10", "--json",
+                           "--policy", "all")
+    assert len(json.loads(out)["prunable_layers"]) == 30
+
+
 def test_info_on_fashion_mnist_uses_one_channel_28_pixels(capsys):
     code, out, _ = run_cli(capsys, "info", "--model", "resnet20", "--dataset", "fashion-mnist", "--json")
     assert code == 0

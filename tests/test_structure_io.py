@@ -1,0 +1,116 @@
+"""Saving a pruned model as spec JSON + safetensors weights, and loading it back exactly."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from test_structure_nets import make_inception_net, realistic, zoo_structure
+
+from rlal.errors import RlalError
+from rlal.structure import ArchSpec, Plan, cut, find_layers, load_pruned, save_pruned
+
+
+def random_plan(structure, seed: int = 0) -> Plan:
+    rng = np.random.default_rng(seed)
+    return Plan.from_keep_ratios(structure, rng.uniform(0.1, 1.0, len(structure)).tolist())
+
+
+def assert_same_outputs(a: torch.nn.Module, b: torch.nn.Module, shape: tuple[int, ...]) -> None:
+    x = torch.randn(3, *shape)
+    with torch.no_grad():
+        assert torch.equal(a.eval()(x), b.eval()(x))
+
+
+def test_zoo_model_round_trip_is_exact(tmp_path: Path) -> None:
+    structure = zoo_structure("mobilenetv2-cifar")
+    plan = random_plan(structure)
+    small = cut(structure, plan)
+    arch = ArchSpec.zoo("mobilenetv2-cifar", num_classes=10, in_channels=3, input_size=32)
+    save_pruned(
+        tmp_path, small, arch=arch, plan=plan, input_shape=(3, 32, 32), classes=[str(i) for i in range(10)]
+    )
+    spec = json.loads((tmp_path / "spec.json").read_text())
+    assert spec["arch"] == {
+        "model": "mobilenetv2-cifar",
+        "kwargs": {"num_classes": 10, "in_channels": 3, "input_size": 32},
+    }
+    assert (
+        spec["keep"] == plan.to_dict() and spec["input_shape"] == [3, 32, 32] and len(spec["classes"]) == 10
+    )
+    loaded = load_pruned(tmp_path)
+    assert not loaded.training
+    assert_same_outputs(small, loaded, (3, 32, 32))
+
+
+def test_user_factory_model_round_trip_is_exact(tmp_path: Path) -> None:
+    model = realistic(make_inception_net(num_classes=5), (3, 16, 16))
+    structure = find_layers(model, (3, 16, 16), policy="all")
+    plan = random_plan(structure, seed=1)
+    small = cut(structure, plan)
+    arch = ArchSpec.from_factory("test_structure_nets:make_inception_net", num_classes=5)
+    save_pruned(tmp_path / "net", small, arch=arch, plan=plan, input_shape=(3, 16, 16), policy="all")
+    loaded = load_pruned(tmp_path / "net")
+    assert_same_outputs(small, loaded, (3, 16, 16))
+
+
+@pytest.fixture
+def saved(tmp_path: Path) -> Path:
+    structure = zoo_structure("resnet20")
+    plan = random_plan(structure, seed=2)
+    arch = ArchSpec.zoo("resnet20")
+    return save_pruned(tmp_path, cut(structure, plan), arch=arch, plan=plan, input_shape=(3, 32, 32))
+
+
+def test_missing_files_are_errors_naming_the_file(saved: Path) -> None:
+    (saved / "weights.safetensors").unlink()
+    with pytest.raises(RlalError, match=re.escape(f"{saved / 'weights.safetensors'}: no such file")):
+        load_pruned(saved)
+    (saved / "spec.json").unlink()
+    with pytest.raises(RlalError, match=re.escape(f"{saved / 'spec.json'}: no such file")):
+        load_pruned(saved)
+
+
+@pytest.mark.parametrize(
+    ("corrupt", "message"),
+    [
+        (lambda s: "{not json", "not a readable JSON spec"),
+        (lambda s: json.dumps({**s, "format": "other"}), "not a pruned-model spec"),
+        (lambda s: json.dumps({**s, "arch": {"model": "resnet99"}}), "unknown model 'resnet99'"),
+        (lambda s: json.dumps({**s, "arch": {"factory": "no_such_module:f"}}), "cannot import factory"),
+        (lambda s: json.dumps({**s, "policy": "none"}), "'policy' must be one of"),
+        (
+            lambda s: json.dumps({**s, "keep": {**s["keep"], "layer1.0.conv1": 0}}),
+            "would remove every channel",
+        ),
+        (lambda s: json.dumps({**s, "keep": {**s["keep"], "layer1.0.conv1": 99}}), "exceeds its 16 channels"),
+        (
+            lambda s: json.dumps({**s, "keep": {"layer1.0.conv1": 3}}),
+            "no keep count for layer layer1.1.conv1",
+        ),
+    ],
+)
+def test_corrupt_specs_are_errors_naming_the_spec_file(saved: Path, corrupt, message: str) -> None:
+    spec_path = saved / "spec.json"
+    spec_path.write_text(corrupt(json.loads(spec_path.read_text())))
+    with pytest.raises(RlalError, match=re.escape(str(spec_path)) + ".*" + message):
+        load_pruned(saved)
+
+
+def test_corrupt_weights_or_other_widths_are_errors_naming_the_weights_file(saved: Path) -> None:
+    weights = saved / "weights.safetensors"
+    spec_path = saved / "spec.json"
+    good = weights.read_bytes()
+    weights.write_bytes(good[:100])
+    with pytest.raises(RlalError, match=re.escape(f"{weights}: not a readable safetensors file")):
+        load_pruned(saved)
+    weights.write_bytes(good)
+    spec = json.loads(spec_path.read_text())
+    spec["keep"]["layer1.0.conv1"] = 16 if spec["keep"]["layer1.0.conv1"] != 16 else 15
+    spec_path.write_text(json.dumps(spec))
+    with pytest.raises(RlalError, match=re.escape(f"{weights}: layer1.0.conv1.weight has shape")):
+        load_pruned(saved)
