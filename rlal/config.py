@@ -213,6 +213,8 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin is Literal:
+        if isinstance(value, bool) and ("on" if value else "off") in args:
+            value = "on" if value else "off"  # YAML 1.1 reads a bare on/off as a boolean
         if value not in args:
             raise RlalError(f"{key} must be one of {', '.join(map(str, args))}, got {value!r}")
         return value
@@ -249,3 +251,47 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
             raise RlalError(f"{key} must be a string, got {value!r}")
         return str(value)
     raise TypeError(f"unsupported config type {tp!r} for {key}")  # a bug in this file, not user input
+
+
+@dataclass
+class EnvConfig:
+    """The pruning environment: the MACs budget, how an action becomes a keep count, how sub-networks are
+    scored (see :mod:`rlal.env`)."""
+
+    target_macs: float = 0.5
+    """MACs budget of every sub-network: a fraction of the dense model's MACs if <= 1, else absolute MACs
+    (one example at the dataset's input size). Must lie strictly between the smallest sub-network's MACs
+    and the dense MACs; the environment says the feasible range when it does not."""
+    min_keep_ratio: float = 0.1
+    """Smallest keep ratio of any layer (action 0); action a keeps ``min + a * (1 - min)`` of the channels."""
+    round_to: int = 1
+    """Keep counts are multiples of this (or all the channels), e.g. 8 for tensor cores."""
+    policy: Literal["internal", "all"] = "internal"
+    """Residual policy of the prunable layers: ``internal`` leaves channels tied by residual additions whole;
+    ``all`` prunes them too, one keep count per tied group."""
+    criterion: Literal["l2", "l1", "bn_scale", "random"] = "l2"
+    """Which channels a layer keeps: its top-k by this importance, scored once per epoch."""
+    reward_batches: int | None = 4
+    """Batches of the reward split each sub-network is scored on (the same batches every episode);
+    None = the whole split. 4 batches of ``data.eval_batch_size`` 512 = 2,048 images."""
+    bn_recalibration_batches: int = 0
+    """Training batches on which a sub-network's BN statistics are re-estimated before scoring (on a copy:
+    the training model's statistics are restored); 0 = score with the dense model's statistics."""
+
+    def validate(self, prefix: str = "env") -> EnvConfig:
+        """Check ranges the type system cannot express; raise :class:`RlalError` naming the key."""
+        checks: list[tuple[bool, str]] = [
+            (self.target_macs > 0, "target_macs must be > 0 (a fraction of the dense MACs, or MACs if > 1)"),
+            (0 < self.min_keep_ratio <= 1, "min_keep_ratio must be in (0, 1]"),
+            (not isinstance(self.round_to, bool) and self.round_to >= 1, "round_to must be an integer >= 1"),
+            (self.policy in ("internal", "all"), "policy must be one of internal, all"),
+            (self.criterion in ("l2", "l1", "bn_scale", "random"),
+             "criterion must be one of l2, l1, bn_scale, random"),
+            (self.reward_batches is None or self.reward_batches >= 1,
+             "reward_batches must be >= 1 (or null for the whole split)"),
+            (self.bn_recalibration_batches >= 0, "bn_recalibration_batches must be >= 0"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise RlalError(f"{prefix}.{message}")
+        return self

@@ -42,6 +42,14 @@ def test_null_clears_an_optional_value():
     assert load_config(None, ["data.train_subset=100", "data.train_subset=null"]).data.train_subset is None
 
 
+def test_on_and_off_choices_survive_yaml_reading_them_as_booleans(tmp_path):
+    assert load_config(None, ["train.channels_last=on"]).train.channels_last == "on"
+    assert load_config(write(tmp_path, "train:\n  channels_last: off\n")).train.channels_last == "off"
+    assert load_config(None, ["train.amp=off"]).train.amp == "off"
+    with pytest.raises(RlalError, match=r"train\.amp must be one of auto, bf16, off, got True"):
+        load_config(None, ["train.amp=on"])  # amp has no "on" choice
+
+
 def test_list_values_parse_from_yaml_text():
     assert load_config(None, ["optim.milestones=[0.3, 0.6]"]).optim.milestones == [0.3, 0.6]
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 from rlal.checkpoint import load_weights, state_equal
@@ -122,3 +123,15 @@ def test_demo_trains_briefly_and_prints_the_table(fmnist_dir, tmp_path, capsys):
     for row in ("MACs", "params", "test accuracy", "run directory"):
         assert row in printed
     assert json.loads((out / "result.json").read_text())["epochs"] == 1
+
+
+def test_bf16_autocast_and_channels_last_train_and_evaluate(fmnist_dir, tmp_path):
+    # The GPU settings (bf16 autocast, channels-last) also run on the CPU, so the path is tested here.
+    config = small_config(
+        fmnist_dir, "train.epochs=1", "data.train_subset=128", "train.amp=bf16", "train.channels_last=on"
+    )
+    result = fit_dense(config, tmp_path / "run")
+    record = read_metrics(tmp_path / "run" / "metrics.jsonl")[0]
+    assert record["train_loss"] > 0 and 0 <= result.test_acc <= 100
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["device"] == "cpu bf16 channels-last"
+    assert all(p.dtype == torch.float32 for p in result.model.parameters())  # autocast keeps fp32 weights
