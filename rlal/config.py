@@ -272,8 +272,9 @@ class EnvConfig:
     criterion: Literal["l2", "l1", "bn_scale", "random"] = "l2"
     """Which channels a layer keeps: its top-k by this importance, scored once per epoch."""
     reward_batches: int | None = 4
-    """Batches of the reward split each sub-network is scored on (the same batches every episode);
-    None = the whole split. 4 batches of ``data.eval_batch_size`` 512 = 2,048 images."""
+    """Score each sub-network on the first this many batches of the reward split (held out in a fixed
+    shuffled order, so a fair sample of every class), the same every episode; None = the whole split.
+    4 batches of ``data.eval_batch_size`` 512 = 2,048 images."""
     bn_recalibration_batches: int = 0
     """Training batches on which a sub-network's BN statistics are re-estimated before scoring (on a copy:
     the training model's statistics are restored); 0 = score with the dense model's statistics."""

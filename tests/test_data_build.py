@@ -80,7 +80,9 @@ def test_reward_split_is_held_out_of_training_and_the_test_set_untouched(folder)
     train, reward, test = ids(data.train), ids(data.reward), ids(data.test)
     assert len(train) == 50 and len(reward) == 10
     assert not set(train) & set(reward) and sorted(train + reward) == list(range(N_TRAIN))
-    assert reward == sorted(reward)  # fixed order
+    assert reward != sorted(reward)  # a fixed shuffled order: its first batches sample every class
+    again = build_data(cfg(folder, augment=False, batch_size=50), torch.device("cpu"), seed=0)
+    assert ids(again.reward) == reward  # and fixed
     assert test == list(range(100, 100 + N_TEST))
 
 

@@ -15,13 +15,20 @@ def test_reward_split_is_deterministic_for_a_seed():
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
 
 
-def test_reward_split_is_disjoint_complete_sorted_and_sized():
+def test_reward_split_is_disjoint_complete_and_sized_with_train_sorted():
     train, reward = reward_split(1000, 100, seed=0)
     assert len(reward) == 100 and len(train) == 900
     assert train.dtype == reward.dtype == torch.int64
     assert not set(train.tolist()) & set(reward.tolist())
     assert sorted(train.tolist() + reward.tolist()) == list(range(1000))
-    assert torch.equal(train, train.sort().values) and torch.equal(reward, reward.sort().values)
+    assert torch.equal(train, train.sort().values)
+
+
+def test_first_reward_images_sample_every_class_of_class_sorted_data():
+    labels = torch.arange(10).repeat_interleave(500)  # 5,000 images stored class by class
+    _, reward = reward_split(5000, 1000, seed=0)
+    first_batch = labels[reward[:128]]
+    assert set(first_batch.tolist()) == set(range(10))
 
 
 def test_reward_split_differs_between_seeds():

@@ -23,8 +23,11 @@ def seeded_generator(*parts: int | str) -> torch.Generator:
 def reward_split(n_train: int, reward_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Split ``range(n_train)`` into ``(train_idx, reward_idx)``, ``reward_size`` indices held out.
 
-    Both are sorted int64 tensors, disjoint, together all of ``range(n_train)``; they depend only on
-    the arguments. Raises :class:`DataError` naming ``data.reward_size`` when it leaves no training image.
+    Disjoint int64 tensors, together all of ``range(n_train)``, depending only on the arguments.
+    ``train_idx`` is sorted; ``reward_idx`` is in a fixed shuffled order, so that the first batches of the
+    reward split are a fair sample of every class even when the files are stored class by class (the
+    CIFAR-10 image tree): the pruning agent may score sub-networks on only the first few reward batches.
+    Raises :class:`DataError` naming ``data.reward_size`` when it leaves no training image.
     """
     if reward_size < 0:
         raise DataError(f"data.reward_size must be >= 0, got {reward_size}")
@@ -33,7 +36,7 @@ def reward_split(n_train: int, reward_size: int, seed: int) -> tuple[torch.Tenso
             f"data.reward_size ({reward_size}) must be smaller than the number of training images ({n_train})"
         )
     perm = torch.randperm(n_train, generator=seeded_generator(seed, "reward"))
-    return perm[reward_size:].sort().values, perm[:reward_size].sort().values
+    return perm[reward_size:].sort().values, perm[:reward_size]
 
 
 def seeded_subset(indices: torch.Tensor, size: int | None, seed: int | str, purpose: str) -> torch.Tensor:

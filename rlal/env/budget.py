@@ -1,0 +1,142 @@
+"""The MACs budget and AMC's action wall: every episode's sub-network meets the target by construction.
+
+**Action -> keep count.** Layer ``l`` has ``C_l`` channels. An action ``a`` in [0, 1] is the keep ratio
+rescaled onto [min_keep_ratio, 1]::
+
+    keep ratio  r = min_keep_ratio + a * (1 - min_keep_ratio)
+    keep count  k = the allowed count nearest to r * C_l (halves round up)
+
+where the allowed counts of a layer are the multiples of ``round_to`` and the full width ``C_l``, from the
+one nearest to ``min_keep_ratio * C_l`` (itself at least ``round_to``, so at least 1) up to ``C_l``. So
+``a = 0`` gives the layer's minimum count and ``a = 1`` keeps every channel. With ``round_to = 1`` this is
+``Plan.from_keep_ratios``'s rounding; with ``round_to > 1`` that function can round a width that is not a
+multiple down below ``C_l`` even at ratio 1, which this mapping does not.
+
+**The wall** (AMC, He et al. 2018, Sec. 3.3, "we limit the action space"): before layer ``t`` is pruned,
+its candidate counts up to the agent's choice are priced with the layers before ``t`` at their chosen
+counts and every layer after ``t`` at its minimum, and the largest count whose sub-network fits the target
+is applied. The cost model is monotone in each keep count, so a count that fits with the later layers at
+their minimum keeps the target reachable whatever they choose: no episode can fail or be rejected, and the
+minimum count always fits because the previous step (or, for ``t = 0``, the feasibility check at
+construction) priced exactly that keep vector. The whole keep vector is priced each time
+(:meth:`CostModel.evaluate`, vectorised over the candidates): a conv's MACs are its output channels times
+its input channels, so costs are bilinear between neighbouring layers (VGG) and never a per-layer sum.
+
+A clip lands just under the target: one allowed step more at that layer would exceed it. A policy that
+keeps everything therefore ends within a fraction of a percent below the target; an episode only ends far
+below it when the agent itself chose to prune more.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from rlal.errors import RlalError
+from rlal.structure import Structure
+from rlal.structure.trace import model_label
+
+
+class Budget:
+    """The MACs target of one structure, the allowed keep counts of its layers, and the action wall."""
+
+    def __init__(
+        self, structure: Structure, target_macs: float, min_keep_ratio: float = 0.1, round_to: int = 1
+    ) -> None:
+        self.structure = structure
+        self.cost = structure.cost
+        self.min_keep_ratio = float(min_keep_ratio)
+        self.round_to = int(round_to)
+        self.dense_macs: int = self.cost.dense_macs
+        self.target_macs: int = resolve_target(target_macs, self.dense_macs)
+        """The budget in MACs: every finished episode's sub-network costs at most this."""
+        self.allowed: list[np.ndarray] = [
+            allowed_counts(layer.channels, self.min_keep_ratio, self.round_to) for layer in structure.layers
+        ]
+        """Per layer, the keep counts an action can map to, ascending (int64)."""
+        self.min_keep = np.array([counts[0] for counts in self.allowed], dtype=np.int64)
+        """Per layer, the count of action 0."""
+        self.min_macs: int = int(self.cost.macs(self.min_keep))
+        """MACs of the smallest sub-network (every layer at its minimum count)."""
+        self._check_feasible(target_macs)
+
+    @property
+    def target_ratio(self) -> float:
+        """The target as a fraction of the dense MACs."""
+        return self.target_macs / self.dense_macs
+
+    def count(self, layer: int, action: float) -> int:
+        """The keep count that ``action`` (in [0, 1]) asks for at ``layer``, before the wall."""
+        counts = self.allowed[layer]
+        ratio = self.min_keep_ratio + float(action) * (1.0 - self.min_keep_ratio)
+        raw = ratio * self.structure.layers[layer].channels
+        i = int(np.searchsorted(counts, raw))  # counts[i - 1] < raw <= counts[i]
+        if i == 0:
+            return int(counts[0])
+        if i == len(counts):
+            return int(counts[-1])
+        below, above = counts[i - 1], counts[i]
+        return int(above if above - raw <= raw - below + 1e-9 else below)  # halves up, as Plan does
+
+    def action_of(self, layer: int, count: int) -> float:
+        """An action that maps to ``count`` at ``layer`` (its keep ratio rescaled onto [0, 1], clipped)."""
+        if self.min_keep_ratio >= 1.0:
+            return 1.0
+        ratio = count / self.structure.layers[layer].channels
+        return float(np.clip((ratio - self.min_keep_ratio) / (1.0 - self.min_keep_ratio), 0.0, 1.0))
+
+    def wall(self, keep: np.ndarray, layer: int, count: int) -> int:
+        """The largest allowed count <= ``count`` for ``layer`` such that, with ``keep[:layer]`` as chosen
+        and every later layer at its minimum, the sub-network fits the target."""
+        trial = keep.astype(np.int64, copy=True)
+        trial[layer + 1 :] = self.min_keep[layer + 1 :]
+        trial[layer] = count
+        if self.cost.macs(trial) <= self.target_macs:  # the usual case: one row priced
+            return count
+        candidates = self.allowed[layer][self.allowed[layer] < count]
+        rows = np.repeat(trial[None, :], len(candidates), axis=0)
+        rows[:, layer] = candidates
+        fits = np.flatnonzero(self.cost.macs(rows) <= self.target_macs)
+        if len(fits) == 0:  # cannot happen: the previous step priced the minimum count of this layer
+            raise RuntimeError(f"action wall: no keep count of layer {layer} fits the target (a bug)")
+        return int(candidates[fits[-1]])
+
+    def _check_feasible(self, target_macs: float) -> None:
+        """Raise :class:`RlalError` with the feasible range unless min_macs <= target < dense."""
+        if self.min_macs <= self.target_macs < self.dense_macs:
+            return
+        low = math.ceil(self.min_macs / self.dense_macs * 1e4) / 1e4  # printed fraction that is feasible
+        label = model_label(self.structure.model)
+        given = (
+            f"env.target_macs={target_macs:g} ({self.target_macs:,} MACs, {self.target_ratio:.4f} of dense)"
+        )
+        if self.target_macs >= self.dense_macs:
+            why = f"is not below the dense model's {self.dense_macs:,} MACs: there is nothing to prune"
+        else:
+            why = (
+                f"is below the smallest sub-network of {label}: {self.min_macs:,} MACs "
+                f"({self.min_macs / self.dense_macs:.4f} of dense) with every prunable layer at "
+                f"min_keep_ratio={self.min_keep_ratio:g} (policy={self.structure.policy})"
+            )
+        raise RlalError(
+            f"{given} {why}; feasible targets lie in [{low:.4f}, 1) as a fraction of the dense MACs, "
+            f"or in [{self.min_macs:,}, {self.dense_macs:,}) MACs"
+        )
+
+
+def resolve_target(target_macs: float, dense_macs: int) -> int:
+    """The budget in MACs: ``target_macs`` is a fraction of ``dense_macs`` if <= 1, else absolute MACs."""
+    if not target_macs > 0 or not math.isfinite(target_macs):
+        raise RlalError(f"env.target_macs must be a positive number, got {target_macs!r}")
+    absolute = target_macs * dense_macs if target_macs <= 1 else target_macs
+    return math.floor(absolute + 1e-6)  # 1e-6: a fraction times MACs off by float rounding
+
+
+def allowed_counts(channels: int, min_keep_ratio: float, round_to: int) -> np.ndarray:
+    """Keep counts a layer of ``channels`` may take, ascending: multiples of ``round_to`` and ``channels``
+    itself, from the one nearest to ``min_keep_ratio * channels`` (halves up) upwards."""
+    counts = np.unique(np.append(np.arange(round_to, channels + 1, round_to), channels)).astype(np.int64)
+    raw = min_keep_ratio * channels
+    nearest = int(np.argmin(np.abs(counts - raw) - 1e-9 * (counts >= raw)))  # halves up
+    return counts[nearest:]
