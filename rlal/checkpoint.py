@@ -43,8 +43,7 @@ def save_weights(model: nn.Module, path: Path, metadata: dict[str, str] | None =
 
 def load_weights(model: nn.Module, path: Path) -> nn.Module:
     """Load safetensors weights saved by :func:`save_weights` into ``model`` (strict)."""
-    state = load_file(str(path))
-    model.load_state_dict({k: v for k, v in state.items()}, strict=True)
+    model.load_state_dict(load_file(str(path)), strict=True)
     return model
 
 
