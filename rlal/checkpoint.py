@@ -37,7 +37,8 @@ def write_json(path: Path, obj: Any) -> None:
 
 def save_weights(model: nn.Module, path: Path, metadata: dict[str, str] | None = None) -> None:
     """Save a module's state dict as safetensors (no pickle: a weights file is untrusted input)."""
-    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    # clone(): safetensors refuses tensors sharing storage (tied weights); loading fills both names again.
+    state = {k: v.detach().to("cpu").clone().contiguous() for k, v in model.state_dict().items()}
     atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata=metadata))
 
 

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +24,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from rlal.checkpoint import atomic_write
 from rlal.errors import RlalError
 from rlal.structure.layers import POLICIES, Policy, find_layers
 from rlal.structure.plan import Plan
@@ -135,8 +134,8 @@ def save_pruned(
         raise RlalError(f"architecture kwargs must be JSON-serialisable: {exc}") from None
     # clone(): safetensors refuses tensors sharing storage (tied weights); loading fills both names again.
     tensors = {k: v.detach().to("cpu").clone().contiguous() for k, v in model.state_dict().items()}
-    _atomic_write(directory / WEIGHTS_FILE, lambda path: save_file(tensors, path, metadata={"format": "pt"}))
-    _atomic_write(directory / SPEC_FILE, lambda path: Path(path).write_text(text))
+    atomic_write(directory / WEIGHTS_FILE, lambda p: save_file(tensors, str(p), metadata={"format": "pt"}))
+    atomic_write(directory / SPEC_FILE, lambda path: path.write_text(text))
     return directory
 
 
@@ -207,15 +206,3 @@ def _read_weights(path: Path) -> dict[str, torch.Tensor]:
         return load_file(path)
     except Exception as exc:  # safetensors raises its own error types for corrupt headers and data
         raise RlalError(f"{path}: not a readable safetensors file ({type(exc).__name__})") from None
-
-
-def _atomic_write(path: Path, write: Any) -> None:
-    """Write via a temporary file in the same directory, then rename over ``path``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
