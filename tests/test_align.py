@@ -1,0 +1,247 @@
+"""The alignment regulariser: a group lasso on the channels the plan removes, over all coupled parameters."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import torch
+from test_structure_nets import make_separable_net, realistic
+from torch import nn
+
+from rlal.errors import RlalError
+from rlal.models import create_model
+from rlal.structure import Plan, Structure, cut, find_layers, select_channels
+from rlal.train.align import AlignConfig, AlignmentRegularizer, lambda_at
+from rlal.train.epoch import train_one_epoch
+from rlal.train.runtime import Runtime
+
+SHAPE = (1, 28, 28)
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def zoo(name: str, policy: str = "internal", seed: int = 0) -> Structure:
+    torch.manual_seed(seed)
+    model = realistic(create_model(name, in_channels=1, input_size=28), SHAPE, seed=seed)
+    return find_layers(model, SHAPE, policy=policy)
+
+
+def half_plan(structure: Structure) -> tuple[Plan, dict[str, torch.Tensor]]:
+    plan = Plan.from_keep_ratios(structure, 0.5)
+    return plan, select_channels(structure, plan)
+
+
+def loop_penalty(structure: Structure, kept: dict[str, torch.Tensor]) -> float:
+    """The penalty by an explicit loop over layers, removed channels and coupled parameters."""
+    modules = dict(structure.model.named_modules())
+    total = 0.0
+    for layer in structure.layers:
+        for c in range(layer.channels):
+            if c in kept[layer.name].tolist():
+                continue
+            sq = 0.0
+            for member in layer.members:
+                module = modules[member.module]
+                for local, root in zip(member.local, member.root, strict=True):
+                    if root != c:
+                        continue
+                    if member.role == "in":
+                        sq += module.weight[:, local].double().square().sum().item()
+                    else:
+                        sq += module.weight[local].double().square().sum().item()
+                        if getattr(module, "bias", None) is not None:
+                            sq += module.bias[local].double().square().sum().item()
+            total += sq**0.5
+    return total
+
+
+CASES = [("resnet20", "internal"), ("resnet20", "all"), ("mobilenetv2-cifar", "internal")]
+
+
+@pytest.mark.parametrize(("name", "policy"), CASES)
+def test_penalty_equals_hand_computed_group_norm(name: str, policy: str) -> None:
+    structure = zoo(name, policy)
+    _, kept = half_plan(structure)
+    align = AlignmentRegularizer(structure, lam=0.5)
+    align.set_plan(None, kept)
+    expected = loop_penalty(structure, kept)
+    value = align.penalty(structure.model)
+    assert value.dim() == 0
+    assert value.item() == pytest.approx(expected, rel=1e-5)
+    assert align(structure.model).item() == pytest.approx(0.5 * expected, rel=1e-5)
+
+
+def test_penalty_equals_hand_computed_group_norm_with_concat_and_depthwise_biases() -> None:
+    model = realistic(make_separable_net(), (3, 16, 16))
+    structure = find_layers(model, (3, 16, 16))
+    _, kept = half_plan(structure)
+    align = AlignmentRegularizer(structure)
+    align.set_plan(None, kept)
+    assert align.penalty(model).item() == pytest.approx(loop_penalty(structure, kept), rel=1e-5)
+
+
+def test_without_a_plan_the_penalty_is_zero() -> None:
+    structure = zoo("resnet20")
+    align = AlignmentRegularizer(structure, lam=1.0)
+    assert align(structure.model).item() == 0.0
+    assert align.removed is None
+    _, kept = half_plan(structure)
+    align.set_plan(None, kept)
+    assert align(structure.model).item() > 0
+    align.set_plan(None)
+    assert align.penalty(structure.model).item() == 0.0
+
+
+@pytest.mark.parametrize(("name", "policy"), CASES)
+def test_gradient_flows_only_to_removed_channels(name: str, policy: str) -> None:
+    structure = zoo(name, policy)
+    model = structure.model
+    _, kept = half_plan(structure)
+    align = AlignmentRegularizer(structure)
+    align.set_plan(None, kept)
+    model.zero_grad()
+    align.penalty(model).backward()
+    # the mask of positions that belong to a removed channel, per parameter
+    modules = dict(model.named_modules())
+    removed_pos = {name: torch.zeros_like(p, dtype=torch.bool) for name, p in model.named_parameters()}
+    for layer in structure.layers:
+        gone = torch.ones(layer.channels, dtype=torch.bool)
+        gone[kept[layer.name]] = False
+        for member in layer.members:
+            local = torch.tensor(member.local)[gone[torch.tensor(member.root)]]
+            module = modules[member.module]
+            if member.role == "in":
+                removed_pos[f"{member.module}.weight"][:, local] = True
+            else:
+                removed_pos[f"{member.module}.weight"][local] = True
+                if getattr(module, "bias", None) is not None:
+                    removed_pos[f"{member.module}.bias"][local] = True
+    touched = 0
+    for pname, p in model.named_parameters():
+        grad = p.grad if p.grad is not None else torch.zeros_like(p)
+        assert torch.all(grad[~removed_pos[pname]] == 0), pname  # exactly zero for kept channels
+        touched += int((grad[removed_pos[pname]] != 0).sum())
+    assert touched > 0
+
+
+def test_penalty_and_its_gradient_are_zero_when_removed_channels_are_zero() -> None:
+    structure = zoo("mobilenetv2-cifar")
+    model = structure.model
+    _, kept = half_plan(structure)
+    align = AlignmentRegularizer(structure)
+    align.set_plan(None, kept)
+    modules = dict(model.named_modules())
+    with torch.no_grad():
+        for layer in structure.layers:
+            gone = torch.ones(layer.channels, dtype=torch.bool)
+            gone[kept[layer.name]] = False
+            for member in layer.members:
+                local = torch.tensor(member.local)[gone[torch.tensor(member.root)]]
+                module = modules[member.module]
+                if member.role == "in":
+                    module.weight[:, local] = 0
+                else:
+                    module.weight[local] = 0
+                    if getattr(module, "bias", None) is not None:
+                        module.bias[local] = 0
+    model.zero_grad()
+    value = align.penalty(model)
+    value.backward()
+    assert value.item() == 0.0
+    assert all(
+        p.grad is None or (torch.isfinite(p.grad).all() and not p.grad.any()) for p in model.parameters()
+    )
+    assert align.removed_kept_norm_ratio(model) == 0.0
+
+
+def align_by_sgd(align: AlignmentRegularizer, model: nn.Module, steps: int = 150) -> None:
+    """SGD on the penalty alone, with a decaying step so the group lasso settles at zero (a constant step
+    leaves each group oscillating with norm up to ``lr * lam``)."""
+    opt = torch.optim.SGD(model.parameters(), lr=0.2)
+    sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=0.95)
+    for _ in range(steps):
+        opt.zero_grad(set_to_none=True)
+        align(model).backward()
+        opt.step()
+        sched.step()
+
+
+@pytest.mark.parametrize(("name", "policy"), CASES)
+def test_sgd_on_the_penalty_drives_removed_channels_to_zero_and_cutting_them_is_free(
+    name: str, policy: str
+) -> None:
+    structure = zoo(name, policy)
+    model = structure.model.eval()
+    plan, kept = half_plan(structure)
+    align = AlignmentRegularizer(structure, lam=1.0)
+    align.set_plan(plan, kept)
+    before = align.removed_kept_norm_ratio(model)
+    x = torch.randn(4, *SHAPE)
+    with torch.no_grad():
+        naive = (model(x) - cut(structure, kept=kept).eval()(x)).abs().max().item()
+    align_by_sgd(align, model)
+    after = align.removed_kept_norm_ratio(model)
+    assert before > 0.5
+    assert after < 0.01
+    with torch.no_grad():
+        dense = model(x)
+        small = cut(structure, plan, kept=kept).eval()
+        diff = (dense - small(x)).abs().max().item()
+    scale = dense.abs().max().item()
+    assert diff < 1e-3 * max(scale, 1.0), (diff, naive, scale)
+    assert naive > 10 * diff  # cutting the unaligned model does change its outputs
+
+
+def test_set_plan_without_kept_selects_by_l2_and_validates() -> None:
+    structure = zoo("resnet20")
+    plan, kept = half_plan(structure)
+    align = AlignmentRegularizer(structure)
+    align.set_plan(plan)
+    removed = align.removed
+    assert removed is not None
+    for layer in structure.layers:
+        assert len(removed[layer.name]) + len(kept[layer.name]) == layer.channels
+        assert not set(removed[layer.name].tolist()) & set(kept[layer.name].tolist())
+    with pytest.raises(RlalError, match="keeps"):
+        align.set_plan(Plan.dense(structure), kept)
+    with pytest.raises(RlalError):
+        align.set_plan(None, {"nope": [0]})
+
+
+def test_lambda_schedule() -> None:
+    linear = AlignConfig(lam=1e-4, schedule="linear", ramp_epochs=4)
+    assert [lambda_at(e, linear) for e in range(6)] == pytest.approx([2.5e-5, 5e-5, 7.5e-5, 1e-4, 1e-4, 1e-4])
+    constant = AlignConfig(lam=3e-4, schedule="constant", ramp_epochs=4)
+    assert [lambda_at(e, constant) for e in range(3)] == [3e-4] * 3
+    assert AlignConfig().lam == 1e-4 and AlignConfig().schedule == "linear"
+    for bad in ({"lam": -1.0}, {"schedule": "cosine"}, {"ramp_epochs": 0}):
+        with pytest.raises(RlalError):
+            AlignConfig(**bad)  # type: ignore[arg-type]
+    with pytest.raises(RlalError):
+        lambda_at(-1, linear)
+
+
+def test_plugs_into_train_one_epoch_as_the_regularizer() -> None:
+    structure = zoo("resnet20")
+    model = structure.model
+    _, kept = half_plan(structure)
+    align = AlignmentRegularizer(structure, lam=1e-2)
+    align.set_plan(None, kept)
+    g = torch.Generator().manual_seed(0)
+    batches = [
+        (torch.randn(8, *SHAPE, generator=g), torch.randint(0, 10, (8,), generator=g)) for _ in range(3)
+    ]
+    runtime = Runtime(device=torch.device("cpu"), amp_dtype=None, channels_last=False)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    before = align.penalty(model).item()
+    stats = train_one_epoch(model, batches, opt, None, runtime, regularizer=align)
+    assert stats.reg_loss > 0
+    assert stats.reg_loss == pytest.approx(1e-2 * before, rel=0.2)
+    assert stats.images == 24
