@@ -91,15 +91,244 @@ class TrainConfig:
 
 
 @dataclass
+class EnvConfig:
+    """The pruning environment: the MACs budget, how an action becomes a keep count, how sub-networks are
+    scored (see :mod:`rlal.env`)."""
+
+    target_macs: float = 0.5
+    """MACs budget of every sub-network: a fraction of the dense model's MACs if <= 1, else absolute MACs
+    (one example at the dataset's input size). Must lie strictly between the smallest sub-network's MACs
+    and the dense MACs; the environment says the feasible range when it does not."""
+    min_keep_ratio: float = 0.1
+    """Smallest keep ratio of any layer (action 0); action a keeps ``min + a * (1 - min)`` of the channels."""
+    round_to: int = 1
+    """Keep counts are multiples of this (or all the channels), e.g. 8 for tensor cores."""
+    policy: Literal["internal", "all"] = "internal"
+    """Residual policy of the prunable layers: ``internal`` leaves channels tied by residual additions whole;
+    ``all`` prunes them too, one keep count per tied group."""
+    criterion: Literal["l2", "l1", "bn_scale", "random"] = "l2"
+    """Which channels a layer keeps: its top-k by this importance, scored once per epoch."""
+    reward_batches: int | None = 4
+    """Score each sub-network on the first this many batches of the reward split (held out in a fixed
+    shuffled order, so a fair sample of every class), the same every episode; None = the whole split.
+    4 batches of ``data.eval_batch_size`` 512 = 2,048 images."""
+    bn_recalibration_batches: int = 0
+    """Training batches on which a sub-network's BN statistics are re-estimated before scoring (on a copy:
+    the training model's statistics are restored); 0 = score with the dense model's statistics."""
+
+    def validate(self, prefix: str = "env") -> EnvConfig:
+        """Check ranges the type system cannot express; raise :class:`RlalError` naming the key."""
+        checks: list[tuple[bool, str]] = [
+            (self.target_macs > 0, "target_macs must be > 0 (a fraction of the dense MACs, or MACs if > 1)"),
+            (0 < self.min_keep_ratio <= 1, "min_keep_ratio must be in (0, 1]"),
+            (not isinstance(self.round_to, bool) and self.round_to >= 1, "round_to must be an integer >= 1"),
+            (self.policy in ("internal", "all"), "policy must be one of internal, all"),
+            (self.criterion in ("l2", "l1", "bn_scale", "random"),
+             "criterion must be one of l2, l1, bn_scale, random"),
+            (self.reward_batches is None or self.reward_batches >= 1,
+             "reward_batches must be >= 1 (or null for the whole split)"),
+            (self.bn_recalibration_batches >= 0, "bn_recalibration_batches must be >= 0"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise RlalError(f"{prefix}.{message}")
+        return self
+
+
+AgentKind = Literal["sac", "sac-no-dynamics", "random", "uniform"]
+
+
+@dataclass
+class ContextConfig:
+    """The environment-dynamics model: epoch embeddings -> recurrent net -> z_t; (keep, z_t) -> reward."""
+
+    z_dim: int = 8
+    """Width of the epoch context z_t (the recurrent net's hidden size) that conditions actor and critics."""
+    embed_dim: int = 16
+    """Width of the learnable embedding of each training epoch (the recurrent net's input)."""
+    rnn: Literal["gru", "lstm"] = "gru"
+    """Recurrent net run over the embeddings of epochs 0..t; its output at step t is z_t."""
+    decoder_hidden: list[int] = field(default_factory=lambda: [64, 64])
+    """Hidden widths of the decoder MLP that predicts an episode's reward from (keep vector, z_t)."""
+    lr: float = 1e-3
+    """Adam learning rate shared by the embeddings, the recurrent net and the decoder."""
+    updates_per_epoch: int = 100
+    """Full-batch gradient steps on all episodes observed so far, once per training epoch."""
+    max_epochs: int = 512
+    """Rows of the embedding table: every epoch index given to the model must be below this."""
+
+
+@dataclass
+class AgentConfig:
+    """The pruning agent: which kind, and the settings of SAC (used by the ``sac*`` kinds only)."""
+
+    kind: AgentKind = "sac"
+    """``sac`` (the method: SAC conditioned on the epoch context z), ``sac-no-dynamics`` (SAC without z),
+    ``random`` (a uniform random keep ratio per layer) or ``uniform`` (one keep ratio for every layer)."""
+    hidden_sizes: list[int] = field(default_factory=lambda: [128, 128])
+    """Hidden widths of the actor and of each critic."""
+    actor_lr: float = 1e-3
+    """Adam learning rate of the actor (CleanRL uses 3e-4; with ~100 updates per epoch the faster rate
+    tracked the synthetic drift better)."""
+    critic_lr: float = 1e-3
+    """Adam learning rate of the twin critics (as CleanRL)."""
+    alpha_lr: float = 1e-3
+    """Adam learning rate of log(alpha), the entropy temperature."""
+    tau: float = 0.01
+    """Polyak rate of the target critics: target <- tau * online + (1 - tau) * target, every update."""
+    gamma: float = 1.0
+    """Discount. 1 as in AMC: every step of an episode is credited with the episode's final reward."""
+    batch_size: int = 128
+    """Transitions per SAC update (sampled with replacement from the replay buffer)."""
+    replay_capacity: int = 100_000
+    """Transitions the replay buffer holds; the oldest are overwritten first."""
+    updates_per_epoch: int = 100
+    """SAC gradient steps after each epoch's episodes (the default of :meth:`Agent.update`)."""
+    warmup_episodes: int = 20
+    """Episodes of uniform random actions before the policy acts (exploration, as AMC's warm-up). Updates
+    start as soon as the buffer holds a batch, warm-up or not."""
+    init_alpha: float = 0.1
+    """Initial entropy temperature."""
+    autotune_alpha: bool = True
+    """Tune alpha so the policy's entropy tracks ``target_entropy`` (SAC, Haarnoja et al. 2018b)."""
+    target_entropy: float | None = None
+    """Entropy the temperature tuning aims at; None = -action_dim = -1 (the SAC paper's heuristic)."""
+    reward_baseline: Literal["none", "moving-average"] = "none"
+    """``moving-average``: store each episode's reward minus a running mean of past rewards (as AMC does,
+    to reduce variance and to make epochs whose accuracy level differs comparable); ``none``: the raw
+    reward."""
+    baseline_rate: float = 0.1
+    """Rate of the running mean: b <- b + rate * (reward - b) after every observed episode."""
+    uniform_keep: float | None = None
+    """For ``uniform``: a fixed keep ratio for every layer, or None to draw one ratio per episode and act
+    deterministically with the best ratio of the latest epoch (a one-scalar search)."""
+    seed: int = 0
+    """Seed of the initial weights (the context model's too), of the action noise and of replay sampling."""
+    context: ContextConfig = field(default_factory=ContextConfig)
+
+    @property
+    def uses_context(self) -> bool:
+        """True for the kind that conditions on the epoch context z (the full method)."""
+        return self.kind == "sac"
+
+    def validate(self, prefix: str = "agent") -> AgentConfig:
+        """Check ranges the type system cannot express; raise :class:`RlalError` naming the key."""
+        c = self.context
+        checks: list[tuple[bool, str]] = [
+            (self.kind in ("sac", "sac-no-dynamics", "random", "uniform"),
+             "kind must be one of sac, sac-no-dynamics, random, uniform"),
+            (len(self.hidden_sizes) >= 1 and all(h >= 1 for h in self.hidden_sizes),
+             "hidden_sizes must be a non-empty list of widths >= 1"),
+            (self.actor_lr > 0, "actor_lr must be > 0"),
+            (self.critic_lr > 0, "critic_lr must be > 0"),
+            (self.alpha_lr > 0, "alpha_lr must be > 0"),
+            (0 < self.tau <= 1, "tau must be in (0, 1]"),
+            (0 <= self.gamma <= 1, "gamma must be in [0, 1]"),
+            (self.batch_size >= 1, "batch_size must be >= 1"),
+            (self.replay_capacity >= self.batch_size, "replay_capacity must be >= batch_size"),
+            (self.updates_per_epoch >= 0, "updates_per_epoch must be >= 0"),
+            (self.warmup_episodes >= 0, "warmup_episodes must be >= 0"),
+            (self.init_alpha > 0, "init_alpha must be > 0"),
+            (0 < self.baseline_rate <= 1, "baseline_rate must be in (0, 1]"),
+            (self.uniform_keep is None or 0 <= self.uniform_keep <= 1, "uniform_keep must be in [0, 1]"),
+            (c.z_dim >= 1, "context.z_dim must be >= 1"),
+            (c.embed_dim >= 1, "context.embed_dim must be >= 1"),
+            (c.rnn in ("gru", "lstm"), "context.rnn must be one of gru, lstm"),
+            (all(h >= 1 for h in c.decoder_hidden), "context.decoder_hidden widths must be >= 1"),
+            (c.lr > 0, "context.lr must be > 0"),
+            (c.updates_per_epoch >= 0, "context.updates_per_epoch must be >= 0"),
+            (c.max_epochs >= 1, "context.max_epochs must be >= 1"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise RlalError(f"{prefix}.{message}")
+        return self
+
+
+@dataclass
+class AlignConfig:
+    """Strength and schedule of the alignment regulariser.
+
+    ``lam`` defaults to ``1e-4``, a fifth of the usual CIFAR weight decay (5e-4). The two are on different
+    scales: weight decay adds ``wd * ||theta||^2 / 2`` over *all* weights (gradient ``wd * theta``, which
+    fades as weights shrink), while the group lasso adds ``lam * ||theta_c||`` per removed channel
+    (gradient of constant norm ``lam`` per group, which does not fade). With SGD at learning rate ``lr``
+    a removed group's norm then falls by about ``lr * lam`` per step: at lr 0.1 and lam 1e-4 that is 1e-5
+    per step, about 0.4 per epoch of 390 CIFAR steps, enough to empty a typical channel group (norm ~1) in
+    a few search epochs while staying small next to the cross-entropy gradient, so the agent can still
+    change its mind and let a channel recover.
+    """
+
+    lam: float = 1e-4
+    """Penalty weight at full strength."""
+    schedule: Literal["constant", "linear"] = "linear"
+    """``"constant"``: ``lam`` from the first epoch; ``"linear"``: ramp from 0 to ``lam`` over
+    ``ramp_epochs`` (early plans come from an untrained agent, so they are pulled on gently)."""
+    ramp_epochs: int = 10
+    """Epochs (counted from the first search epoch) over which the linear ramp rises; typically the
+    number of search epochs."""
+
+    def validate(self, prefix: str = "search.align") -> AlignConfig:
+        """Check ranges the type system cannot express; raise :class:`RlalError` naming the key."""
+        if not self.lam >= 0:
+            raise RlalError(f"{prefix}.lam must be >= 0, got {self.lam}")
+        if self.ramp_epochs < 1:
+            raise RlalError(f"{prefix}.ramp_epochs must be >= 1, got {self.ramp_epochs}")
+        return self
+
+
+@dataclass
+class SearchConfig:
+    """The joint method's epochs: dense warm-up, then search (train with alignment + agent episodes), then
+    the cut model trains for the rest of ``train.epochs`` (the same total as the dense baseline)."""
+
+    warmup_epochs: int = 2
+    """Dense epochs before the agent starts (the reward is meaningless on untrained weights)."""
+    search_epochs: int = 10
+    """Epochs of weights-then-agent alternation before the architecture is frozen and cut."""
+    episodes_per_epoch: int = 10
+    """Agent episodes (P) per search epoch, each scored on the reward split."""
+    align_to: Literal["best-episode", "deterministic"] = "best-episode"
+    """Plan the weights are aligned to next epoch: the best-rewarded episode of this epoch, or the agent's
+    deterministic (mean) action on the current context."""
+    final: Literal["best-recent", "deterministic"] = "best-recent"
+    """Frozen architecture: the best-rewarded episode of the last ``final_window`` search epochs, or the
+    agent's deterministic action after the last search epoch."""
+    final_window: int = 3
+    align: AlignConfig = field(default_factory=AlignConfig)
+
+    def validate(self, total_epochs: int | None = None) -> SearchConfig:
+        """Check ranges; given ``total_epochs``, warm-up and search must leave a fine-tuning epoch."""
+        checks = [
+            (self.warmup_epochs >= 0, "search.warmup_epochs must be >= 0"),
+            (self.search_epochs >= 1, "search.search_epochs must be >= 1"),
+            (self.episodes_per_epoch >= 1, "search.episodes_per_epoch must be >= 1"),
+            (self.final_window >= 1, "search.final_window must be >= 1"),
+            (total_epochs is None or self.warmup_epochs + self.search_epochs < total_epochs,
+             f"search.warmup_epochs + search.search_epochs must be < train.epochs ({total_epochs}) "
+             "to leave epochs for the cut model"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise RlalError(message)
+        self.align.validate()
+        return self
+
+
+@dataclass
 class RunConfig:
     """Everything a run needs; written to ``config.yaml`` in the run directory."""
 
-    method: Literal["dense"] = "dense"
+    method: Literal["dense", "rlal"] = "dense"
+    """``dense``: train the unpruned model; ``rlal``: train and prune jointly (the method)."""
     seed: int = 0
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    env: EnvConfig = field(default_factory=EnvConfig)
+    agent: AgentConfig = field(default_factory=AgentConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
 
     def validate(self) -> RunConfig:
         """Check ranges the type system cannot express; raise :class:`RlalError` naming the key."""
@@ -124,6 +353,9 @@ class RunConfig:
         for ok, message in checks:
             if not ok:
                 raise RlalError(message)
+        self.env.validate()
+        self.agent.validate()
+        self.search.validate(self.train.epochs if self.method == "rlal" else None)
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -251,48 +483,3 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
             raise RlalError(f"{key} must be a string, got {value!r}")
         return str(value)
     raise TypeError(f"unsupported config type {tp!r} for {key}")  # a bug in this file, not user input
-
-
-@dataclass
-class EnvConfig:
-    """The pruning environment: the MACs budget, how an action becomes a keep count, how sub-networks are
-    scored (see :mod:`rlal.env`)."""
-
-    target_macs: float = 0.5
-    """MACs budget of every sub-network: a fraction of the dense model's MACs if <= 1, else absolute MACs
-    (one example at the dataset's input size). Must lie strictly between the smallest sub-network's MACs
-    and the dense MACs; the environment says the feasible range when it does not."""
-    min_keep_ratio: float = 0.1
-    """Smallest keep ratio of any layer (action 0); action a keeps ``min + a * (1 - min)`` of the channels."""
-    round_to: int = 1
-    """Keep counts are multiples of this (or all the channels), e.g. 8 for tensor cores."""
-    policy: Literal["internal", "all"] = "internal"
-    """Residual policy of the prunable layers: ``internal`` leaves channels tied by residual additions whole;
-    ``all`` prunes them too, one keep count per tied group."""
-    criterion: Literal["l2", "l1", "bn_scale", "random"] = "l2"
-    """Which channels a layer keeps: its top-k by this importance, scored once per epoch."""
-    reward_batches: int | None = 4
-    """Score each sub-network on the first this many batches of the reward split (held out in a fixed
-    shuffled order, so a fair sample of every class), the same every episode; None = the whole split.
-    4 batches of ``data.eval_batch_size`` 512 = 2,048 images."""
-    bn_recalibration_batches: int = 0
-    """Training batches on which a sub-network's BN statistics are re-estimated before scoring (on a copy:
-    the training model's statistics are restored); 0 = score with the dense model's statistics."""
-
-    def validate(self, prefix: str = "env") -> EnvConfig:
-        """Check ranges the type system cannot express; raise :class:`RlalError` naming the key."""
-        checks: list[tuple[bool, str]] = [
-            (self.target_macs > 0, "target_macs must be > 0 (a fraction of the dense MACs, or MACs if > 1)"),
-            (0 < self.min_keep_ratio <= 1, "min_keep_ratio must be in (0, 1]"),
-            (not isinstance(self.round_to, bool) and self.round_to >= 1, "round_to must be an integer >= 1"),
-            (self.policy in ("internal", "all"), "policy must be one of internal, all"),
-            (self.criterion in ("l2", "l1", "bn_scale", "random"),
-             "criterion must be one of l2, l1, bn_scale, random"),
-            (self.reward_batches is None or self.reward_batches >= 1,
-             "reward_batches must be >= 1 (or null for the whole split)"),
-            (self.bn_recalibration_batches >= 0, "bn_recalibration_batches must be >= 0"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise RlalError(f"{prefix}.{message}")
-        return self

@@ -7,7 +7,7 @@ import inspect
 
 import pytest
 
-import rlal.agent.config as config_module
+import rlal.config as config_module
 from rlal.agent import (
     AgentConfig,
     ContextConfig,

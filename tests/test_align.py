@@ -9,6 +9,7 @@ import torch
 from test_structure_nets import make_separable_net, realistic
 from torch import nn
 
+from rlal.config import load_config
 from rlal.errors import RlalError
 from rlal.models import create_model
 from rlal.structure import Plan, Structure, cut, find_layers, select_channels
@@ -221,9 +222,9 @@ def test_lambda_schedule() -> None:
     constant = AlignConfig(lam=3e-4, schedule="constant", ramp_epochs=4)
     assert [lambda_at(e, constant) for e in range(3)] == [3e-4] * 3
     assert AlignConfig().lam == 1e-4 and AlignConfig().schedule == "linear"
-    for bad in ({"lam": -1.0}, {"schedule": "cosine"}, {"ramp_epochs": 0}):
-        with pytest.raises(RlalError):
-            AlignConfig(**bad)  # type: ignore[arg-type]
+    for bad, key in (("lam=-1.0", "lam"), ("schedule=cosine", "schedule"), ("ramp_epochs=0", "ramp_epochs")):
+        with pytest.raises(RlalError, match=f"search.align.{key}"):
+            load_config(None, [f"search.align.{bad}"])
     with pytest.raises(RlalError):
         lambda_at(-1, linear)
 

@@ -33,54 +33,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from torch import nn
 
+from rlal.config import AlignConfig
 from rlal.errors import RlalError
 from rlal.structure.importance import check_kept, select_channels
 from rlal.structure.layers import Structure
 from rlal.structure.plan import Plan
-
-Schedule = Literal["constant", "linear"]
-SCHEDULES: tuple[str, ...] = ("constant", "linear")
-
-
-@dataclass
-class AlignConfig:
-    """Strength and schedule of the alignment regulariser.
-
-    ``lam`` defaults to ``1e-4``, a fifth of the usual CIFAR weight decay (5e-4). The two are on different
-    scales: weight decay adds ``wd * ||theta||^2 / 2`` over *all* weights (gradient ``wd * theta``, which
-    fades as weights shrink), while the group lasso adds ``lam * ||theta_c||`` per removed channel
-    (gradient of constant norm ``lam`` per group, which does not fade). With SGD at learning rate ``lr``
-    a removed group's norm then falls by about ``lr * lam`` per step: at lr 0.1 and lam 1e-4 that is 1e-5
-    per step, about 0.4 per epoch of 390 CIFAR steps, enough to empty a typical channel group (norm ~1) in
-    a few search epochs while staying small next to the cross-entropy gradient, so the agent can still
-    change its mind and let a channel recover.
-    """
-
-    lam: float = 1e-4
-    """Penalty weight at full strength."""
-    schedule: Schedule = "linear"
-    """``"constant"``: ``lam`` from the first epoch; ``"linear"``: ramp from 0 to ``lam`` over
-    ``ramp_epochs`` (early plans come from an untrained agent, so they are pulled on gently)."""
-    ramp_epochs: int = 10
-    """Epochs (counted from the first search epoch) over which the linear ramp rises; typically the
-    number of search epochs."""
-
-    def __post_init__(self) -> None:
-        if not self.lam >= 0:
-            raise RlalError(f"align.lam must be >= 0, got {self.lam}")
-        if self.schedule not in SCHEDULES:
-            raise RlalError(f"align.schedule must be one of {SCHEDULES}, got {self.schedule!r}")
-        if (
-            isinstance(self.ramp_epochs, bool)
-            or not isinstance(self.ramp_epochs, int)
-            or self.ramp_epochs < 1
-        ):
-            raise RlalError(f"align.ramp_epochs must be a positive integer, got {self.ramp_epochs!r}")
 
 
 def lambda_at(epoch: int, cfg: AlignConfig) -> float:
