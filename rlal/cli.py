@@ -207,7 +207,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         result = fit_dense(config, args.out, overwrite=args.overwrite)
         print(f"test accuracy {result.test_acc:.2f}% ({result.seconds:.0f} s); run saved in {result.run_dir}")
         return 0
-    raise RlalError(f"method {config.method!r} is not available")  # unreachable: config validates it
+    from rlal.train.joint import fit_joint
+
+    joint = fit_joint(config, args.out, overwrite=args.overwrite)
+    print(f"pruned to {joint.macs / joint.dense_macs:.1%} of the dense MACs, "
+          f"test accuracy {joint.test_acc:.2f}% ({joint.seconds:.0f} s); run saved in {joint.run_dir}")
+    return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

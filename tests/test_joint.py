@@ -1,0 +1,80 @@
+"""The joint method end to end on a tiny model and tiny data: warm-up, search with the real SAC, context
+model and alignment, cut, fine-tune."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from test_train import fmnist_dir, small_config  # noqa: F401  (fixture re-used)
+
+from rlal.cli import main
+from rlal.errors import RlalError
+from rlal.report.metrics import read_metrics
+from rlal.structure import load_pruned
+from rlal.train.joint import fit_joint
+
+
+def joint_config(data_dir, *extra: str):
+    return small_config(
+        data_dir, "method=rlal", "train.epochs=4", "search.warmup_epochs=1", "search.search_epochs=2",
+        "search.episodes_per_epoch=4", "search.final_window=2", "env.target_macs=0.5",
+        "env.reward_batches=1", "data.eval_batch_size=100", "agent.warmup_episodes=2",
+        "agent.updates_per_epoch=8", "agent.batch_size=16", "agent.context.updates_per_epoch=8",
+        "search.align.lam=0.01", "search.align.schedule=constant", "data.augment=false", *extra,
+    )
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def test_joint_run_meets_the_target_and_the_cut_equals_the_masked_model(fmnist_dir, tmp_path):  # noqa: F811
+    result = fit_joint(joint_config(fmnist_dir), tmp_path / "run")
+    assert result.macs <= 0.5 * result.dense_macs
+    assert result.params < result.dense_params
+
+    records = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    assert [r["phase"] for r in records] == ["warm-up", "search", "search", "cut", "fine-tune"]
+    search = [r for r in records if r["phase"] == "search"]
+    assert all(len(r["episode_rewards"]) == 4 for r in search)
+    assert all(r["selected_macs"] <= 0.5 * result.dense_macs for r in search)
+    assert search[1]["align_loss"] > 0  # aligned to the plan chosen after the first search epoch
+    assert all(r["decoder_loss"] is not None for r in search)
+    at_cut = next(r for r in records if r["phase"] == "cut")
+    assert abs(at_cut["masked_test_acc"] - at_cut["cut_test_acc"]) <= 0.1
+    assert at_cut["removed_kept_norm_ratio"] < 1.0  # alignment pulled the removed channels down
+
+    saved = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert saved["macs"] == result.macs and saved["test_acc"] == result.test_acc
+    small = load_pruned(tmp_path / "run" / "pruned")
+    x = torch.randn(3, 1, 28, 28)
+    assert torch.allclose(small(x), result.model.eval()(x), atol=1e-5)
+
+
+def test_same_seed_gives_the_same_joint_run_on_cpu(fmnist_dir, tmp_path):  # noqa: F811
+    config = joint_config(fmnist_dir, "search.search_epochs=1", "train.epochs=3", "search.final_window=1")
+    a = fit_joint(config, tmp_path / "a")
+    b = fit_joint(config, tmp_path / "b")
+    assert a.plan == b.plan and a.test_acc == b.test_acc
+
+
+def test_an_infeasible_target_fails_before_training_with_the_feasible_range(fmnist_dir, tmp_path, capsys):  # noqa: F811
+    with pytest.raises(RlalError, match="feasible"):
+        fit_joint(joint_config(fmnist_dir, "env.target_macs=0.001"), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_command_runs_the_method(fmnist_dir, tmp_path, capsys):  # noqa: F811
+    code = main(["train", "--method", "rlal", "--data-dir", str(fmnist_dir), "--out", str(tmp_path / "run"),
+                 "--set", "data.reward_size=100", "--set", "train.progress=false", "--set", "train.epochs=3",
+                 "--set", "search.warmup_epochs=1", "--set", "search.search_epochs=1",
+                 "--set", "search.episodes_per_epoch=2", "--set", "env.reward_batches=1",
+                 "--set", "data.train_subset=128", "--set", "agent.updates_per_epoch=2"])
+    assert code == 0, capsys.readouterr().err
+    assert "of the dense MACs" in capsys.readouterr().out
