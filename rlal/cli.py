@@ -216,30 +216,31 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from rlal.train.dense import fit_dense
-
     config = _run_config(args, default_config=DEMO_CONFIG)
+    if config.method != "rlal":
+        raise RlalError("the demo runs the joint method: its config must keep method: rlal")
+    from rlal.train.joint import fit_joint
+
     print(
-        "rlal demo: the joint train-and-prune job is not built yet, so this demo trains the dense\n"
-        f"default model ({config.model.name} on {config.data.dataset}) briefly, "
-        f"{config.train.epochs} epochs on {config.data.train_subset or 'all'} training images.",
+        f"rlal demo: training {config.model.name} on {config.data.dataset} from scratch and pruning it to "
+        f"{config.env.target_macs:g} of its MACs in the same run ({config.train.epochs} epochs on "
+        f"{config.data.train_subset or 'all'} training images).",
         flush=True,
     )
-    result = fit_dense(config, args.out, overwrite=True)
+    result = fit_joint(config, args.out, overwrite=True)
     rows = [
-        ("model", f"{config.model.name} (dense)"),
-        ("dataset", config.data.dataset),
-        ("MACs", f"{result.macs / 1e6:.2f} M"),
-        ("params", f"{result.params / 1e6:.3f} M"),
-        ("test accuracy", f"{result.test_acc:.2f}%"),
-        ("epochs", str(result.epochs)),
-        ("wall-clock", f"{result.seconds:.0f} s"),
-        ("run directory", str(result.run_dir)),
+        ("", "dense", "pruned"),
+        ("MACs", f"{result.dense_macs / 1e6:.2f} M", f"{result.macs / 1e6:.2f} M "
+         f"({result.macs / result.dense_macs:.1%})"),
+        ("params", f"{result.dense_params / 1e6:.3f} M", f"{result.params / 1e6:.3f} M "
+         f"({result.params / result.dense_params:.1%})"),
+        ("test accuracy", "(not trained)", f"{result.test_acc:.2f}%"),
     ]
-    width = max(len(k) for k, _ in rows)
     print()
-    for key, value in rows:
-        print(f"  {key:<{width}}  {value}")
+    for name, dense, pruned in rows:
+        print(f"  {name:<14} {dense:>14}  {pruned}")
+    print(f"\n  wall-clock {result.seconds:.0f} s; run directory {result.run_dir}, "
+          f"pruned model in {result.run_dir / 'pruned'} (load with rlal.load_pruned)")
     return 0
 
 

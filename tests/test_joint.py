@@ -78,3 +78,21 @@ def test_train_command_runs_the_method(fmnist_dir, tmp_path, capsys):  # noqa: F
                  "--set", "data.train_subset=128", "--set", "agent.updates_per_epoch=2"])
     assert code == 0, capsys.readouterr().err
     assert "of the dense MACs" in capsys.readouterr().out
+
+
+def test_demo_prunes_and_prints_dense_vs_pruned(fmnist_dir, tmp_path, capsys):  # noqa: F811
+    out = tmp_path / "demo"
+    code = main(["demo", "--data-dir", str(fmnist_dir), "--out", str(out),
+                 "--set", "data.reward_size=100", "--set", "data.train_subset=128", "--set", "train.epochs=3",
+                 "--set", "search.warmup_epochs=1", "--set", "search.search_epochs=1",
+                 "--set", "search.final_window=1", "--set", "search.episodes_per_epoch=2",
+                 "--set", "env.reward_batches=1", "--set", "env.bn_recalibration_batches=1",
+                 "--set", "agent.updates_per_epoch=2", "--set", "train.progress=false"])
+    printed = capsys.readouterr().out
+    assert code == 0
+    for row in ("MACs", "params", "test accuracy", "dense", "pruned", "rlal.load_pruned"):
+        assert row in printed
+    result = json.loads((out / "result.json").read_text())
+    assert result["method"] == "rlal" and result["macs_ratio"] <= 0.5
+    assert f"{result['test_acc']:.2f}%" in printed
+    load_pruned(out / "pruned")

@@ -112,19 +112,6 @@ def test_a_run_directory_is_not_overwritten_without_the_flag(fmnist_dir, tmp_pat
     assert yaml.safe_load((out / "config.yaml").read_text())["seed"] == 4
 
 
-def test_demo_trains_briefly_and_prints_the_table(fmnist_dir, tmp_path, capsys):
-    out = tmp_path / "demo"
-    code = main(["demo", "--data-dir", str(fmnist_dir), "--out", str(out),
-                 "--set", "data.reward_size=100", "--set", "data.train_subset=200", "--epochs", "1",
-                 "--set", "train.progress=false"])
-    printed = capsys.readouterr().out
-    assert code == 0
-    assert "not built yet" in printed and "dense" in printed
-    for row in ("MACs", "params", "test accuracy", "run directory"):
-        assert row in printed
-    assert json.loads((out / "result.json").read_text())["epochs"] == 1
-
-
 def test_bf16_autocast_and_channels_last_train_and_evaluate(fmnist_dir, tmp_path):
     # The GPU settings (bf16 autocast, channels-last) also run on the CPU, so the path is tested here.
     config = small_config(
