@@ -9,14 +9,7 @@ import torch
 from rlal.agent import ContextConfig, Episode, EpochContext, SyntheticEnv
 from rlal.errors import RlalError
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The networks are tiny: intra-op threads only add overhead (30x slower on a busy 2-core machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def random_episodes(

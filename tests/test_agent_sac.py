@@ -14,14 +14,7 @@ from torch.distributions import AffineTransform, Normal, TanhTransform, Transfor
 from rlal.agent import AgentConfig, ContextConfig, Episode, SyntheticEnv, make_agent, make_context, run_epoch
 from rlal.agent.sac import ACTION_BIAS, ACTION_SCALE, SACAgent
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The networks are tiny: intra-op threads only add overhead (30x slower on a busy 2-core machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def small_config(kind: str = "sac", **changes) -> AgentConfig:

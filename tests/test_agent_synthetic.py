@@ -19,13 +19,7 @@ SEEDS = (0, 1, 2)
 KINDS = ("sac", "sac-no-dynamics", "random", "uniform")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The networks are tiny: intra-op threads only add overhead (30x slower on a busy 2-core machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def comparison_config(kind: str, seed: int) -> AgentConfig:

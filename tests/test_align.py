@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 from test_structure_nets import make_separable_net, realistic
@@ -20,12 +18,7 @@ from rlal.train.runtime import Runtime
 SHAPE = (1, 28, 28)
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def zoo(name: str, policy: str = "internal", seed: int = 0) -> Structure:

@@ -28,13 +28,7 @@ CPU = Runtime(device=torch.device("cpu"), amp_dtype=None, channels_last=False)
 SHAPE = (3, 32, 32)
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """The cores are shared with other test runs: one thread is faster than fighting over two."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class ListLoader:

@@ -26,12 +26,7 @@ def joint_config(data_dir, *extra: str):
     )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_joint_run_meets_the_target_and_the_cut_equals_the_masked_model(fmnist_dir, tmp_path):  # noqa: F811

@@ -50,14 +50,7 @@ PUBLISHED = [
 ]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small models run fastest single-threaded, and on a busy machine OpenMP's spin-waiting threads can
-    slow a forward pass down a hundredfold (seen: 5 s instead of 0.05 s for ResNet-110)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --- published figures ---------------------------------------------------------------------------------
