@@ -37,13 +37,8 @@ class DenseResult:
 def fit_dense(config: RunConfig, out: Path, *, overwrite: bool = False) -> DenseResult:
     """Train ``config.model`` on ``config.data`` from scratch and save it into the run directory ``out``."""
     start = time.perf_counter()
-    runtime = resolve_runtime(config.train)
-    seed_everything(config.seed)
-    # Data first: a missing dataset must fail before anything is written into the run directory.
-    data = build_data(config.data, runtime.device, seed=config.seed, channels_last=runtime.channels_last)
-    model = build_model(config, data)
+    runtime, data, model = setup(config)
     macs, params = count_macs_params(model, input_shape(data))
-    model = place(model, runtime)
 
     run_dir = prepare_run_dir(out, overwrite=overwrite)
     write_run_header(run_dir, config, {"device": runtime.describe(), "data_source": data.source})
@@ -102,6 +97,17 @@ def fit_dense(config: RunConfig, out: Path, *, overwrite: bool = False) -> Dense
         model=model, run_dir=run_dir, test_acc=test.acc, macs=macs, params=params,
         epochs=config.train.epochs, seconds=seconds,
     )
+
+
+def setup(config: RunConfig) -> tuple[Runtime, Data, nn.Module]:
+    """Resolve the runtime, seed every generator, read the data and build the model on its device.
+
+    Called before the run directory is touched: a missing dataset or a bad model name fails first.
+    """
+    runtime = resolve_runtime(config.train)
+    seed_everything(config.seed)
+    data = build_data(config.data, runtime.device, seed=config.seed, channels_last=runtime.channels_last)
+    return runtime, data, place(build_model(config, data), runtime)
 
 
 def build_model(config: RunConfig, data: Data) -> nn.Module:

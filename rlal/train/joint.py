@@ -28,16 +28,16 @@ from torch import nn
 from rlal.agent import Agent, Episode, EpochContext, make_agent, make_context, run_episode
 from rlal.checkpoint import write_json
 from rlal.config import RunConfig, SearchConfig
-from rlal.data import Data, build_data
+from rlal.data import Data
 from rlal.env import PruningEnv, make_env
 from rlal.report.metrics import MetricsWriter
 from rlal.rundir import prepare_run_dir, write_run_header
 from rlal.structure import ArchSpec, ChannelMasks, Plan, Structure, cut, find_layers, save_pruned
 from rlal.train.align import AlignmentRegularizer, lambda_at
-from rlal.train.dense import build_model, epoch_record, format_epoch, input_shape, place
+from rlal.train.dense import epoch_record, format_epoch, input_shape, place, setup
 from rlal.train.epoch import EpochStats, evaluate, train_one_epoch
 from rlal.train.optim import build_optimizer, build_scheduler
-from rlal.train.runtime import Runtime, resolve_runtime, seed_everything
+from rlal.train.runtime import Runtime
 
 
 @dataclass(frozen=True)
@@ -59,10 +59,7 @@ class JointResult:
 def fit_joint(config: RunConfig, out: Path, *, overwrite: bool = False) -> JointResult:
     """Train ``config.model`` from scratch and prune it to ``config.env.target_macs`` in the same run."""
     start = time.perf_counter()
-    runtime = resolve_runtime(config.train)
-    seed_everything(config.seed)
-    data = build_data(config.data, runtime.device, seed=config.seed, channels_last=runtime.channels_last)
-    model = place(build_model(config, data), runtime)
+    runtime, data, model = setup(config)
     structure = find_layers(model, input_shape(data), policy=config.env.policy)
     # Built before any training: an infeasible MACs target fails here with the feasible range.
     env = make_env(structure, config.env, data, runtime, seed=config.seed)
