@@ -93,6 +93,26 @@ def test_without_a_plan_the_penalty_is_zero() -> None:
     assert align.penalty(structure.model).item() == 0.0
 
 
+def removed_positions(structure: Structure, kept: dict) -> dict[str, torch.Tensor]:
+    """Per parameter, a bool mask of the entries that belong to a removed channel, written out from the
+    layers' members independently of the regulariser (the weight, and the bias of an output member)."""
+    model = structure.model
+    modules = dict(model.named_modules())
+    removed = {name: torch.zeros_like(p, dtype=torch.bool) for name, p in model.named_parameters()}
+    for layer in structure.layers:
+        gone = torch.ones(layer.channels, dtype=torch.bool)
+        gone[kept[layer.name]] = False
+        for member in layer.members:
+            local = torch.tensor(member.local)[gone[torch.tensor(member.root)]]
+            if member.role == "in":
+                removed[f"{member.module}.weight"][:, local] = True
+            else:
+                removed[f"{member.module}.weight"][local] = True
+                if getattr(modules[member.module], "bias", None) is not None:
+                    removed[f"{member.module}.bias"][local] = True
+    return removed
+
+
 @pytest.mark.parametrize(("name", "policy"), CASES)
 def test_gradient_flows_only_to_removed_channels(name: str, policy: str) -> None:
     structure = zoo(name, policy)
@@ -102,21 +122,7 @@ def test_gradient_flows_only_to_removed_channels(name: str, policy: str) -> None
     align.set_plan(None, kept)
     model.zero_grad()
     align.penalty(model).backward()
-    # the mask of positions that belong to a removed channel, per parameter
-    modules = dict(model.named_modules())
-    removed_pos = {name: torch.zeros_like(p, dtype=torch.bool) for name, p in model.named_parameters()}
-    for layer in structure.layers:
-        gone = torch.ones(layer.channels, dtype=torch.bool)
-        gone[kept[layer.name]] = False
-        for member in layer.members:
-            local = torch.tensor(member.local)[gone[torch.tensor(member.root)]]
-            module = modules[member.module]
-            if member.role == "in":
-                removed_pos[f"{member.module}.weight"][:, local] = True
-            else:
-                removed_pos[f"{member.module}.weight"][local] = True
-                if getattr(module, "bias", None) is not None:
-                    removed_pos[f"{member.module}.bias"][local] = True
+    removed_pos = removed_positions(structure, kept)
     touched = 0
     for pname, p in model.named_parameters():
         grad = p.grad if p.grad is not None else torch.zeros_like(p)
@@ -131,20 +137,10 @@ def test_penalty_and_its_gradient_are_zero_when_removed_channels_are_zero() -> N
     _, kept = half_plan(structure)
     align = AlignmentRegularizer(structure)
     align.set_plan(None, kept)
-    modules = dict(model.named_modules())
+    removed = removed_positions(structure, kept)
     with torch.no_grad():
-        for layer in structure.layers:
-            gone = torch.ones(layer.channels, dtype=torch.bool)
-            gone[kept[layer.name]] = False
-            for member in layer.members:
-                local = torch.tensor(member.local)[gone[torch.tensor(member.root)]]
-                module = modules[member.module]
-                if member.role == "in":
-                    module.weight[:, local] = 0
-                else:
-                    module.weight[local] = 0
-                    if getattr(module, "bias", None) is not None:
-                        module.bias[local] = 0
+        for name, p in model.named_parameters():
+            p[removed[name]] = 0
     model.zero_grad()
     value = align.penalty(model)
     value.backward()
