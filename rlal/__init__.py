@@ -13,4 +13,8 @@ def __getattr__(name: str):
         from rlal.structure import load_pruned
 
         return load_pruned
+    if name == "JointPruner":
+        from rlal.api import JointPruner
+
+        return JointPruner
     raise AttributeError(f"module 'rlal' has no attribute {name!r}")

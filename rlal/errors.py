@@ -11,3 +11,11 @@ class RlalError(ValueError):
 
 class DataError(RlalError):
     """A dataset that cannot be found, read or decoded; the message names the file or the paths searched."""
+
+
+class RunInterrupted(RlalError):
+    """The run was stopped by SIGINT or SIGTERM; its last checkpoint is intact (the CLI exits with 130)."""
+
+
+class TrainingDiverged(RlalError):
+    """The training loss became NaN or infinite; nothing of the diverged epoch is checkpointed."""

@@ -36,6 +36,7 @@ from rlal.data.imagefolder import (
 )
 from rlal.data.loader import DeviceLoader
 from rlal.data.locate import cache_root, search_roots
+from rlal.data.memory import data_from_tensors
 from rlal.data.specs import DATASETS, IMAGENET_MEAN, IMAGENET_STD, DatasetSpec, Loader, dataset_spec
 from rlal.data.splits import derive_seed, reward_split, seeded_generator, seeded_subset
 from rlal.data.transforms import EvalTransform, TrainTransform, random_resized_crop_box
@@ -62,6 +63,7 @@ __all__ = [
     "TrainTransform",
     "build_data",
     "cache_root",
+    "data_from_tensors",
     "dataset_spec",
     "decode_images",
     "derive_seed",

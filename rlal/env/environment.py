@@ -44,6 +44,7 @@ import math
 from typing import Any, Protocol
 
 import numpy as np
+import torch
 
 from rlal.agent.episode import Episode
 from rlal.config import EnvConfig
@@ -204,6 +205,30 @@ class PruningEnv:
         channels = self.structure.channels
         counts = np.rint(keep.keep * channels) if isinstance(keep, Episode) else np.asarray(keep)
         return Plan.from_keep_counts(self.structure, counts.astype(np.int64).tolist())
+
+    def state_dict(self) -> dict[str, Any]:
+        """The episodes seen and the epoch stamp, as checkpointable tensors (the rest is rebuilt)."""
+        return {
+            "epoch": self.epoch,
+            "checked_epochs": sorted(self._checked_epochs),
+            "history": [
+                {
+                    "epoch": e.epoch, "states": torch.from_numpy(e.states.copy()),
+                    "actions": torch.from_numpy(e.actions.copy()), "keep": torch.from_numpy(e.keep.copy()),
+                    "reward": e.reward, "macs": e.macs,
+                }
+                for e in self.history
+            ],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.epoch = state["epoch"]
+        self._checked_epochs = set(state["checked_epochs"])
+        self.history = [
+            Episode(epoch=e["epoch"], states=e["states"].numpy(), actions=e["actions"].numpy(),
+                    keep=e["keep"].numpy(), reward=e["reward"], macs=e["macs"])
+            for e in state["history"]
+        ]  # the scorer's channel scores are recomputed by the next set_epoch, on the weights of then
 
     def history_records(self) -> list[dict[str, Any]]:
         """``env.history`` as JSON-friendly dicts (see :func:`episode_record`)."""

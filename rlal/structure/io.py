@@ -6,13 +6,15 @@
 
 :func:`load_pruned` rebuilds the dense model (a zoo name with its ``num_classes``/``in_channels``/
 ``input_size``, or for a user model an importable factory ``"package.module:function"`` called with the
-JSON ``kwargs``), finds its layers under the saved policy, cuts every layer to its saved width (which channel
+JSON ``kwargs``; or, for a spec saved without an architecture, the dense model instance the caller passes),
+finds its layers under the saved policy, cuts every layer to its saved width (which channel
 indices does not matter: the weights overwrite them) and loads the weights. Nothing is unpickled: no
 ``torch.load`` at all. Note that a factory spec imports and calls that function, so load specs you trust.
 """
 
 from __future__ import annotations
 
+import copy
 import importlib
 import json
 from collections.abc import Mapping, Sequence
@@ -106,14 +108,15 @@ def save_pruned(
     directory: str | Path,
     model: nn.Module,
     *,
-    arch: ArchSpec,
+    arch: ArchSpec | None,
     plan: Plan,
     input_shape: Sequence[int],
     policy: Policy = "internal",
     classes: Sequence[str] | None = None,
 ) -> Path:
     """Write ``model`` (cut from ``arch`` by ``plan`` under ``policy``) to ``directory``: ``spec.json`` and
-    ``weights.safetensors``, each written atomically. Returns the directory."""
+    ``weights.safetensors``, each written atomically. Returns the directory. ``arch=None`` (a user's model
+    instance with no importable factory) saves no way to rebuild the dense model: loading then needs it."""
     if policy not in POLICIES:
         raise RlalError(f"residual policy must be one of {POLICIES}, got {policy!r}")
     input_shape = check_input_shape(tuple(input_shape))
@@ -121,7 +124,7 @@ def save_pruned(
     directory.mkdir(parents=True, exist_ok=True)
     spec = {
         "format": FORMAT,
-        "arch": arch.to_dict(),
+        "arch": arch.to_dict() if arch is not None else None,
         "policy": policy,
         "input_shape": [int(d) for d in input_shape],
         "keep": plan.to_dict(),
@@ -139,15 +142,21 @@ def save_pruned(
     return directory
 
 
-def load_pruned(directory: str | Path) -> nn.Module:
+def load_pruned(directory: str | Path, model: nn.Module | None = None) -> nn.Module:
     """Rebuild the pruned model saved in ``directory`` (see the module docstring), in eval mode, on the
-    CPU. A missing or corrupt spec or weights file, or weights whose shapes do not match the saved widths,
-    raise :class:`RlalError` naming the file."""
+    CPU. ``model`` is the dense architecture to cut (any weights; it is not modified), needed only when
+    the spec records none. A missing or corrupt spec or weights file, or weights whose shapes do not match
+    the saved widths, raise :class:`RlalError` naming the file."""
     directory = Path(directory)
     spec_path, weights_path = directory / SPEC_FILE, directory / WEIGHTS_FILE
     arch, policy, input_shape, keep = _read_spec(spec_path)
+    if arch is None and model is None:
+        raise RlalError(
+            f"{spec_path} was saved from a model instance without a factory: pass the dense model, "
+            f"load_pruned({str(directory)!r}, model=YourNet(...))"
+        )
     try:
-        dense = arch.build()
+        dense = copy.deepcopy(model).cpu() if model is not None else arch.build()
         structure = find_layers(dense, input_shape, policy=policy)
         missing = [name for name in structure.names if name not in keep]
         if missing:
@@ -174,7 +183,7 @@ def load_pruned(directory: str | Path) -> nn.Module:
     return model.eval()
 
 
-def _read_spec(path: Path) -> tuple[ArchSpec, Policy, tuple[int, ...], dict[str, int]]:
+def _read_spec(path: Path) -> tuple[ArchSpec | None, Policy, tuple[int, ...], dict[str, int]]:
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
@@ -184,7 +193,9 @@ def _read_spec(path: Path) -> tuple[ArchSpec, Policy, tuple[int, ...], dict[str,
     try:
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise RlalError(f"not a pruned-model spec (expected format {FORMAT!r})")
-        arch = ArchSpec.from_dict(data.get("arch"))
+        if "arch" not in data:
+            raise RlalError("no 'arch' entry (null for a model saved without a factory)")
+        arch = None if data["arch"] is None else ArchSpec.from_dict(data["arch"])
         policy = data.get("policy")
         if policy not in POLICIES:
             raise RlalError(f"'policy' must be one of {POLICIES}")

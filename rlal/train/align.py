@@ -165,6 +165,12 @@ class AlignmentRegularizer:
         self._device_cache.clear()
 
     @property
+    def removed_masks(self) -> list[torch.Tensor] | None:
+        """The penalised channels as one bool mask per layer (None without a plan); what a checkpoint keeps,
+        since ``set_plan`` would choose the channels again from whatever the weights are then."""
+        return None if self._removed is None else [m.clone() for m in self._removed]
+
+    @property
     def removed(self) -> dict[str, torch.Tensor] | None:
         """Removed channel indices by layer name (None without a plan)."""
         if self._removed is None:

@@ -9,12 +9,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from rlal.checkpoint import save_weights, write_json
+from rlal.checkpoint import rng_state, save_checkpoint, save_weights, set_rng_state, write_json
 from rlal.config import RunConfig
 from rlal.data import Data, build_data
 from rlal.models import count_macs_params, create_model
-from rlal.report.metrics import MetricsWriter
-from rlal.rundir import prepare_run_dir, write_run_header
+from rlal.report.markdown import write_report
+from rlal.rundir import guarded_epochs, open_run
 from rlal.train.epoch import EpochStats, evaluate, train_one_epoch
 from rlal.train.optim import build_optimizer, build_scheduler
 from rlal.train.runtime import Runtime, resolve_runtime, seed_everything
@@ -34,39 +34,55 @@ class DenseResult:
     """Wall-clock of the whole run, data loading included."""
 
 
-def fit_dense(config: RunConfig, out: Path, *, overwrite: bool = False) -> DenseResult:
-    """Train ``config.model`` on ``config.data`` from scratch and save it into the run directory ``out``."""
+def fit_dense(config: RunConfig, out: Path, *, overwrite: bool = False, resume: bool = False) -> DenseResult:
+    """Train ``config.model`` on ``config.data`` from scratch and save it into the run directory ``out``
+    (or, with ``resume``, continue the run there from its last epoch checkpoint)."""
     start = time.perf_counter()
     runtime, data, model = setup(config)
     macs, params = count_macs_params(model, input_shape(data))
-
-    run_dir = prepare_run_dir(out, overwrite=overwrite)
-    write_run_header(run_dir, config, {"device": runtime.describe(), "data_source": data.source})
-    metrics = MetricsWriter(run_dir / "metrics.jsonl")
-
     optimizer = build_optimizer(model, config.optim)
     scheduler = build_scheduler(optimizer, config.optim, config.train.epochs, len(data.train))
     step_model = torch.compile(model) if config.train.compile else model
 
-    test = None
-    for epoch in range(1, config.train.epochs + 1):
-        data.train.set_epoch(epoch)
-        stats = train_one_epoch(
-            step_model, data.train, optimizer, scheduler, runtime,
-            label_smoothing=config.optim.label_smoothing,
-            progress=config.train.progress,
-            desc=f"dense {epoch}/{config.train.epochs}",
-        )
-        last = epoch == config.train.epochs
-        every = config.train.eval_every
-        test = evaluate(step_model, data.test, runtime) if last or (every and epoch % every == 0) else None
-        metrics.write(epoch_record(epoch, "dense", stats, test, optimizer))
-        if config.train.progress:
-            print(format_epoch(epoch, config.train.epochs, stats, test), flush=True)
+    run_dir, metrics, checkpoint = open_run(
+        out, config, {"device": runtime.describe(), "data_source": data.source},
+        overwrite=overwrite, resume=resume,
+    )
+    done, seconds_before = 0, 0.0
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint.weights)
+        optimizer.load_state_dict(checkpoint.state["optimizer"])
+        scheduler.load_state_dict(checkpoint.state["scheduler"])
+        set_rng_state(checkpoint.state["rng"])
+        done, seconds_before = checkpoint.epoch, checkpoint.state["seconds"]
 
-    assert test is not None  # the last epoch always evaluates
+    test = None
+    with guarded_epochs(run_dir) as guard:
+        for epoch in range(done + 1, config.train.epochs + 1):
+            guard.epoch = epoch
+            data.train.set_epoch(epoch)
+            stats = train_one_epoch(
+                step_model, data.train, optimizer, scheduler, runtime,
+                label_smoothing=config.optim.label_smoothing,
+                progress=config.train.progress,
+                desc=f"dense {epoch}/{config.train.epochs}",
+            )
+            test = evaluate(step_model, data.test, runtime) if eval_due(epoch, config) else None
+            metrics.write(epoch_record(epoch, "dense", stats, test, optimizer))
+            if config.train.progress:
+                print(format_epoch(epoch, config.train.epochs, stats, test), flush=True)
+            save_checkpoint(run_dir, epoch, model, {
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "rng": rng_state(),
+                "metrics_lines": metrics.lines,
+                "seconds": seconds_before + time.perf_counter() - start,
+            })
+
+    if test is None:  # resumed after the last epoch's checkpoint but before the results were written
+        test = evaluate(step_model, data.test, runtime)
     save_weights(model, run_dir / "model.safetensors")
-    seconds = time.perf_counter() - start
+    seconds = seconds_before + time.perf_counter() - start
     write_json(
         run_dir / "model.json",
         {
@@ -91,8 +107,10 @@ def fit_dense(config: RunConfig, out: Path, *, overwrite: bool = False) -> Dense
             "train_images_per_epoch": data.train.num_samples,
             "seconds": seconds,
             "device": runtime.describe(),
+            "resumed": checkpoint is not None,
         },
     )
+    write_report(run_dir)
     return DenseResult(
         model=model, run_dir=run_dir, test_acc=test.acc, macs=macs, params=params,
         epochs=config.train.epochs, seconds=seconds,
@@ -128,6 +146,12 @@ def place(model: nn.Module, runtime: Runtime) -> nn.Module:
     """Move the model to the run's device and memory format."""
     fmt = torch.channels_last if runtime.channels_last else torch.contiguous_format
     return model.to(device=runtime.device, memory_format=fmt)
+
+
+def eval_due(epoch: int, config: RunConfig) -> bool:
+    """Whether ``epoch`` ends with a test pass: every ``train.eval_every`` epochs, and always the last."""
+    every = config.train.eval_every
+    return epoch == config.train.epochs or bool(every and epoch % every == 0)
 
 
 def epoch_record(

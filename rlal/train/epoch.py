@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable, Sized
 from dataclasses import dataclass
@@ -11,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from rlal.errors import RlalError
+from rlal.errors import RlalError, TrainingDiverged
 from rlal.train.runtime import Runtime
 
 Regularizer = Callable[[nn.Module], torch.Tensor]
@@ -88,14 +89,17 @@ def train_one_epoch(
     if images == 0:
         raise RlalError("the training split is empty: no batch to train on (check data.train_subset)")
     mean_loss = loss_sum.item() / images
-    if not torch.isfinite(torch.tensor(mean_loss)):
-        raise RlalError(f"training diverged: the loss is {mean_loss} (try a lower optim.lr)")
+    reg_loss = reg_sum.item() / steps
+    if not (math.isfinite(mean_loss) and math.isfinite(reg_loss)):
+        what = "loss" if not math.isfinite(mean_loss) else "regulariser"
+        value = mean_loss if what == "loss" else reg_loss
+        raise TrainingDiverged(f"training diverged: the {what} is {value} (try a lower optim.lr)")
     return EpochStats(
         loss=mean_loss,
         acc=100.0 * correct.item() / images,
         images=images,
         seconds=seconds,
-        reg_loss=reg_sum.item() / steps,
+        reg_loss=reg_loss,
     )
 
 

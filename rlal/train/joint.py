@@ -6,10 +6,11 @@
                -> fit the epoch-context model to every reward seen so far
                -> update the agent (SAC on [state, z])
                -> choose the plan the weights are aligned to next epoch
-    cut:       freeze the final plan, remove its channels physically
+    cut:       freeze the final plan, remove its channels physically (end of the last search epoch)
     fine-tune: train the small model for the rest of the dense model's epoch budget
 
-Not yet here (issue 5): resume after a crash, the report with plots, ``widths.csv``, ``rlal eval``.
+Every epoch ends with a checkpoint of the whole run state (:mod:`rlal.checkpoint`); ``resume=True``
+continues from it, and on the CPU a resumed run ends exactly where an uninterrupted one would.
 """
 
 from __future__ import annotations
@@ -24,17 +25,20 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from rlal.agent import Agent, Episode, EpochContext, make_agent, make_context, run_episode
-from rlal.checkpoint import write_json
+from rlal.checkpoint import rng_state, save_checkpoint, set_rng_state, write_json
 from rlal.config import RunConfig, SearchConfig
 from rlal.data import Data
 from rlal.env import PruningEnv, make_env
+from rlal.report.markdown import write_report
 from rlal.report.metrics import MetricsWriter
-from rlal.rundir import prepare_run_dir, write_run_header
+from rlal.report.widths import write_widths
+from rlal.rundir import guarded_epochs, open_run
 from rlal.structure import ArchSpec, ChannelMasks, Plan, Structure, cut, find_layers, save_pruned
 from rlal.train.align import AlignmentRegularizer, lambda_at
-from rlal.train.dense import epoch_record, format_epoch, input_shape, place, setup
+from rlal.train.dense import epoch_record, eval_due, format_epoch, input_shape, place, setup
 from rlal.train.epoch import EpochStats, evaluate, train_one_epoch
 from rlal.train.optim import build_optimizer, build_scheduler
 from rlal.train.runtime import Runtime
@@ -54,105 +58,184 @@ class JointResult:
     dense_params: int
     params: int
     seconds: float
+    """Wall-clock of the run, summed over its sessions when it was resumed."""
 
 
-def fit_joint(config: RunConfig, out: Path, *, overwrite: bool = False) -> JointResult:
-    """Train ``config.model`` from scratch and prune it to ``config.env.target_macs`` in the same run."""
+def fit_joint(config: RunConfig, out: Path, *, overwrite: bool = False, resume: bool = False) -> JointResult:
+    """Train the zoo model ``config.model`` from scratch and prune it to ``config.env.target_macs`` in the
+    same run, writing the run directory ``out`` (or continuing the run there with ``resume``)."""
     start = time.perf_counter()
     runtime, data, model = setup(config)
+    arch = ArchSpec.zoo(config.model.name, num_classes=data.spec.num_classes,
+                        in_channels=data.spec.in_channels, input_size=data.spec.input_size)
+    return train_and_prune(config, runtime, data, model, arch, out, overwrite=overwrite, resume=resume,
+                           start=start)
+
+
+def train_and_prune(
+    config: RunConfig, runtime: Runtime, data: Data, model: nn.Module, arch: ArchSpec | None, out: Path,
+    *, overwrite: bool = False, resume: bool = False, start: float | None = None,
+) -> JointResult:
+    """The joint loop on any model (placed on ``runtime``'s device) and data. ``arch`` rebuilds the dense
+    model when the pruned one is loaded again; None saves the weights and spec without it (a user's model
+    instance then has to be rebuilt by the user)."""
+    start = time.perf_counter() if start is None else start
     structure = find_layers(model, input_shape(data), policy=config.env.policy)
     # Built before any training: an infeasible MACs target fails here with the feasible range.
     env = make_env(structure, config.env, data, runtime, seed=config.seed)
     agent = make_agent(config.agent, env.state_dim, env.num_layers)
     context = make_context(config.agent, env.num_layers)
     align = AlignmentRegularizer(structure, lam=0.0)
-
-    run_dir = prepare_run_dir(out, overwrite=overwrite)
-    write_run_header(run_dir, config, {"device": runtime.describe(), "data_source": data.source})
-    metrics = MetricsWriter(run_dir / "metrics.jsonl")
     optimizer = build_optimizer(model, config.optim)
     scheduler = build_scheduler(optimizer, config.optim, config.train.epochs, len(data.train))
     s = config.search
+    last_search = s.warmup_epochs + s.search_epochs
+    final: Plan | None = None
+    at_cut: dict[str, Any] = {}
 
-    for epoch in range(1, s.warmup_epochs + 1):
-        stats = _train_epoch(model, data, optimizer, scheduler, runtime, config, epoch, "warm-up", None)
-        _log(metrics, config, epoch, "warm-up", stats, None, optimizer)
+    run_dir, metrics, checkpoint = open_run(
+        out, config, {"device": runtime.describe(), "data_source": data.source},
+        overwrite=overwrite, resume=resume,
+    )
+    done, seconds_before = 0, 0.0
+    if checkpoint is not None:  # continue exactly where the last complete epoch left the run
+        state = checkpoint.state
+        if state["final_plan"] is not None:
+            final = Plan.from_keep_counts(structure, state["final_plan"])
+            at_cut = state["at_cut"]
+            model, optimizer, scheduler = _small_model(structure, final, runtime, config, len(data.train))
+        model.load_state_dict(checkpoint.weights)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        agent.load_state_dict(state["agent"])
+        if context is not None:
+            context.load_state_dict(state["context"])
+        env.load_state_dict(state["env"])
+        if state["align_removed"] is not None:
+            align.set_removed(state["align_removed"])
+        set_rng_state(state["rng"])
+        done, seconds_before = checkpoint.epoch, state["seconds"]
 
-    for t in range(s.search_epochs):  # t indexes the epoch context z_t
-        epoch = s.warmup_epochs + 1 + t
-        align.lam = lambda_at(t, s.align)
-        stats = _train_epoch(model, data, optimizer, scheduler, runtime, config, epoch, "search",
-                             align if align.removed is not None else None)
-        episodes = run_agent_episodes(env, agent, context, t, s.episodes_per_epoch)
-        decoder_loss = context.fit(env.history) if context is not None else float("nan")
-        agent_losses = agent.update(context)
-        plan = select_plan(env, agent, context, t, episodes, s)
-        align.set_plan(plan)
-        extra = {
-            "align_lambda": align.lam,
-            "align_loss": stats.reg_loss,
-            "removed_kept_norm_ratio": align.removed_kept_norm_ratio(model),
-            "episode_rewards": [e.reward for e in episodes],
-            "episode_macs": [e.macs for e in episodes],
-            "decoder_loss": decoder_loss,
-            **{f"agent_{k}": v for k, v in agent_losses.items()},
-            "selected_plan": plan.to_dict(),
-            "selected_macs": int(structure.cost.of(plan)[0]),
-        }
-        _log(metrics, config, epoch, "search", stats, None, optimizer, extra)
-
-    final = choose_final(env, agent, context, s)
-    small, at_cut = cut_and_measure(model, structure, final, data, runtime, config)
-    small = place(small, runtime)
-    metrics.write({"phase": "cut", "epoch": s.warmup_epochs + s.search_epochs, **at_cut})
-
-    # The small model continues the same schedule; momentum restarts (the parameter shapes changed).
-    optimizer = build_optimizer(small, config.optim)
-    scheduler = build_scheduler(optimizer, config.optim, config.train.epochs, len(data.train))
-    with warnings.catch_warnings():  # stepping a fresh scheduler forward before any optimiser step
-        warnings.simplefilter("ignore", UserWarning)
-        for _ in range((s.warmup_epochs + s.search_epochs) * len(data.train)):
-            scheduler.step()
     test = None
-    for epoch in range(s.warmup_epochs + s.search_epochs + 1, config.train.epochs + 1):
-        stats = _train_epoch(small, data, optimizer, scheduler, runtime, config, epoch, "fine-tune", None)
-        last = epoch == config.train.epochs
-        every = config.train.eval_every
-        test = evaluate(small, data.test, runtime) if last or (every and epoch % every == 0) else None
-        _log(metrics, config, epoch, "fine-tune", stats, test, optimizer)
-    assert test is not None  # the last epoch always evaluates
+    with guarded_epochs(run_dir) as guard:
+        for epoch in range(done + 1, config.train.epochs + 1):
+            guard.epoch = epoch
+            if epoch <= s.warmup_epochs:
+                stats = _train_epoch(model, data, optimizer, scheduler, runtime, config, epoch, "warm-up",
+                                     None)
+                _log(metrics, config, epoch, "warm-up", stats, None, optimizer)
 
+            elif epoch <= last_search:
+                t = epoch - s.warmup_epochs - 1  # indexes the epoch context z_t
+                align.lam = lambda_at(t, s.align)
+                stats = _train_epoch(model, data, optimizer, scheduler, runtime, config, epoch, "search",
+                                     align if align.removed is not None else None)
+                episodes = run_agent_episodes(env, agent, context, t, s.episodes_per_epoch,
+                                              progress=config.train.progress, desc=f"search {epoch} agent")
+                decoder_loss = context.fit(env.history) if context is not None else float("nan")
+                agent_losses = agent.update(context)
+                plan = select_plan(env, agent, context, t, episodes, s)
+                align.set_plan(plan)
+                _log(metrics, config, epoch, "search", stats, None, optimizer, {
+                    "align_lambda": align.lam,
+                    "align_loss": stats.reg_loss,
+                    "removed_kept_norm_ratio": align.removed_kept_norm_ratio(model),
+                    "episode_rewards": [e.reward for e in episodes],
+                    "episode_macs": [e.macs for e in episodes],
+                    "decoder_loss": decoder_loss,
+                    **{f"agent_{k}": v for k, v in agent_losses.items()},
+                    "selected_plan": plan.to_dict(),
+                    "selected_macs": int(structure.cost.of(plan)[0]),
+                })
+                if epoch == last_search:  # freeze the architecture and cut it out of the aligned weights
+                    final = choose_final(env, agent, context, s)
+                    small, at_cut = cut_and_measure(model, structure, final, data, runtime, config)
+                    metrics.write({"phase": "cut", "epoch": epoch, **at_cut})
+                    model, optimizer, scheduler = _small_model(structure, final, runtime, config,
+                                                               len(data.train), weights=small)
+
+            else:
+                stats = _train_epoch(model, data, optimizer, scheduler, runtime, config, epoch, "fine-tune",
+                                     None)
+                test = evaluate(model, data.test, runtime) if eval_due(epoch, config) else None
+                _log(metrics, config, epoch, "fine-tune", stats, test, optimizer)
+
+            save_checkpoint(run_dir, epoch, model, {
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "agent": agent.state_dict(),
+                "context": context.state_dict() if context is not None else None,
+                "env": env.state_dict(),
+                "align_removed": align.removed_masks,
+                "final_plan": final.to_dict() if final is not None else None,
+                "at_cut": at_cut or None,
+                "rng": rng_state(),
+                "metrics_lines": metrics.lines,
+                "seconds": seconds_before + time.perf_counter() - start,
+            })
+
+    if test is None:  # resumed after the last epoch's checkpoint but before the results were written
+        test = evaluate(model, data.test, runtime)
+    assert final is not None  # validation guarantees at least one search epoch
     macs, params = structure.cost.of(final)
-    arch = ArchSpec.zoo(config.model.name, num_classes=data.spec.num_classes,
-                        in_channels=data.spec.in_channels, input_size=data.spec.input_size)
-    save_pruned(run_dir / "pruned", small, arch=arch, plan=final, input_shape=input_shape(data),
+    write_widths(run_dir / "widths.csv", structure, final)
+    pruned_dir = run_dir / "pruned"
+    save_pruned(pruned_dir, model, arch=arch, plan=final, input_shape=input_shape(data),
                 policy=config.env.policy, classes=list(data.classes))
     write_json(run_dir / "episodes.json", env.history_records())
-    seconds = time.perf_counter() - start
+    seconds = seconds_before + time.perf_counter() - start
     result = JointResult(
-        model=small, plan=final, run_dir=run_dir, test_acc=test.acc,
+        model=model, plan=final, run_dir=run_dir, test_acc=test.acc,
         dense_macs=structure.cost.dense_macs, macs=int(macs),
         dense_params=structure.cost.dense_params, params=int(params), seconds=seconds,
     )
     write_json(run_dir / "result.json", {
-        "method": "rlal", "model": config.model.name, "dataset": data.spec.name, "agent": config.agent.kind,
+        "method": "rlal", "model": _model_name(arch, model), "dataset": data.spec.name,
+        "agent": config.agent.kind,
         "test_acc": result.test_acc, "test_images": test.images,
         "dense_macs": result.dense_macs, "macs": result.macs, "macs_ratio": result.macs / result.dense_macs,
         "dense_params": result.dense_params, "params": result.params,
         "target_macs": config.env.target_macs, "epochs": config.train.epochs, "seconds": seconds,
+        "device": runtime.describe(), "resumed": checkpoint is not None,
         "plan": final.to_dict(), **{f"at_cut_{k}": v for k, v in at_cut.items()},
     })  # fmt: skip
+    write_report(run_dir)
     return result
 
 
+def _model_name(arch: ArchSpec | None, model: nn.Module) -> str:
+    if arch is None:
+        return type(model).__name__
+    return arch.model or arch.factory or type(model).__name__
+
+
+def _small_model(
+    structure: Structure, plan: Plan, runtime: Runtime, config: RunConfig, steps_per_epoch: int,
+    weights: nn.Module | None = None,
+) -> tuple[nn.Module, torch.optim.Optimizer, Any]:
+    """The cut model with a fresh optimiser whose schedule continues where the dense one stands: momentum
+    restarts (the parameter shapes changed), the learning rate does not. ``weights`` is the cut model; when
+    resuming it is rebuilt from the plan (the checkpoint then supplies its weights and optimiser state)."""
+    small = place(weights if weights is not None else cut(structure, plan), runtime)
+    optimizer = build_optimizer(small, config.optim)
+    scheduler = build_scheduler(optimizer, config.optim, config.train.epochs, steps_per_epoch)
+    s = config.search
+    with warnings.catch_warnings():  # stepping a fresh scheduler forward before any optimiser step
+        warnings.simplefilter("ignore", UserWarning)
+        for _ in range((s.warmup_epochs + s.search_epochs) * steps_per_epoch):
+            scheduler.step()
+    return small, optimizer, scheduler
+
+
 def run_agent_episodes(
-    env: PruningEnv, agent: Agent, context: EpochContext | None, t: int, episodes: int
+    env: PruningEnv, agent: Agent, context: EpochContext | None, t: int, episodes: int,
+    *, progress: bool = False, desc: str = "agent",
 ) -> list[Episode]:
     """P exploration episodes on the current weights, conditioned on z_t; each is stored for learning."""
     env.set_epoch(t)  # importance rescored on the new weights; the previous epoch's rewards checked
     z = context.z(t) if context is not None else None
     done = []
-    for _ in range(episodes):
+    for _ in tqdm(range(episodes), desc=desc, leave=False, disable=None if progress else True):
         episode = run_episode(env, agent, t, z)
         agent.observe(episode)
         done.append(episode)

@@ -1,0 +1,117 @@
+"""The Python API: the joint method on your own CNN and data, mirroring ``rlal train --method rlal``.
+
+    import rlal
+    pruner = rlal.JointPruner(MyNet(), ((train_x, train_y), (test_x, test_y)), target_macs=0.5, epochs=30,
+                              out="runs/mynet")
+    result = pruner.fit()          # result.model: the small, trained nn.Module; result.plan, .test_acc, ...
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor, nn
+
+from rlal.config import RunConfig, load_config, set_value
+from rlal.data import Data, build_data, data_from_tensors
+from rlal.errors import RlalError
+from rlal.structure import ArchSpec
+from rlal.train.dense import place
+from rlal.train.joint import JointResult, train_and_prune
+from rlal.train.runtime import resolve_runtime, seed_everything
+
+
+class JointPruner:
+    """Train ``model`` from its current (random) weights and prune it to ``target_macs`` in the same run.
+
+    Args:
+        model: any CNN (an ``nn.Module`` with conv layers Torch-Pruning can trace); it is trained in place.
+        data: ``((train_images, train_labels), (test_images, test_labels))`` as uint8 ``N,C,H,W`` and integer
+            tensors (split and batched as ``config.data`` says, see :func:`rlal.data.data_from_tensors`), a
+            ready :class:`~rlal.data.Data`, or the name of a shipped dataset (``"fashion-mnist"``,
+            ``"cifar10"``, ``"imagefolder"``).
+        target_macs: the budget, as a fraction of the dense model's MACs (< 1) or an absolute count.
+        epochs: total epochs, the same budget a dense model would get (default: the config's).
+        out: the run directory (metrics, checkpoints, report, the pruned model).
+        config: a :class:`~rlal.config.RunConfig`, or a YAML path or shipped config name, for everything
+            else (optimiser, search schedule, agent, ...); default: rlal's defaults.
+        overrides: ``"key=value"`` settings applied on top, as ``--set`` does.
+        factory: ``"package.module:function"`` that rebuilds the dense model, so the saved pruned model
+            loads with ``rlal.load_pruned(dir)`` alone; without it, ``rlal.load_pruned(dir, model=MyNet())``.
+        factory_kwargs: JSON-serialisable keyword arguments for ``factory``.
+        overwrite: replace a run already in ``out``.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        data: Data | str | tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]],
+        *,
+        target_macs: float = 0.5,
+        epochs: int | None = None,
+        out: str | Path = "runs/joint",
+        config: RunConfig | str | Path | None = None,
+        overrides: list[str] | tuple[str, ...] = (),
+        factory: str | None = None,
+        factory_kwargs: dict[str, Any] | None = None,
+        overwrite: bool = False,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise RlalError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        settings = ["method=rlal", f"env.target_macs={target_macs}"]
+        if epochs is not None:
+            settings.append(f"train.epochs={epochs}")
+        if isinstance(data, str):
+            settings.append(f"data.dataset={data}")
+        elif not isinstance(data, Data) and not _is_tensor_pairs(data):
+            raise RlalError(
+                "data must be ((train_images, train_labels), (test_images, test_labels)), a rlal.data.Data "
+                "or a dataset name"
+            )
+        if isinstance(config, RunConfig):
+            self.config = copy.deepcopy(config)
+            for item in [*settings, *overrides]:
+                key, _, value = item.partition("=")
+                set_value(self.config, key, value)
+            self.config.validate()
+        else:
+            path = None if config is None else _config_path(config)
+            self.config = load_config(path, [*settings, *overrides])
+        self.model = model
+        self.data = data
+        self.out = Path(out)
+        self.arch = ArchSpec.from_factory(factory, **(factory_kwargs or {})) if factory else None
+        self.overwrite = overwrite
+
+    def fit(self) -> JointResult:
+        """Run warm-up, search (agent + alignment), cut and fine-tuning; returns the small model and figures
+        (also in ``out/result.json``, with ``out/report.md``)."""
+        start = time.perf_counter()
+        runtime = resolve_runtime(self.config.train)
+        seed_everything(self.config.seed)
+        data = self.data
+        if isinstance(data, str):
+            data = build_data(self.config.data, runtime.device, seed=self.config.seed,
+                              channels_last=runtime.channels_last)
+        elif not isinstance(data, Data):
+            data = data_from_tensors(*data, cfg=self.config.data, device=runtime.device,
+                                     seed=self.config.seed, channels_last=runtime.channels_last)
+        model = place(self.model, runtime)
+        return train_and_prune(self.config, runtime, data, model, self.arch, self.out,
+                               overwrite=self.overwrite, start=start)
+
+
+def _is_tensor_pairs(data: Any) -> bool:
+    return (
+        isinstance(data, tuple | list) and len(data) == 2
+        and all(isinstance(pair, tuple | list) and len(pair) == 2 for pair in data)
+    )
+
+
+def _config_path(config: str | Path) -> Path:
+    from rlal.cli import resolve_config_path  # the CLI's lookup of shipped config names
+
+    return resolve_config_path(str(config))
