@@ -13,7 +13,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, NoReturn
 
-from rlal.errors import RlalError
+from rlal.errors import RlalError, RunInterrupted
 
 DEMO_CONFIG = "demo"
 
@@ -33,6 +33,9 @@ def main(argv: list[str] | None = None) -> int:
             parser.print_help()
             return 2
         return args.run(args)
+    except RunInterrupted as exc:
+        print(f"stopped: {exc}", file=sys.stderr)
+        return 130
     except RlalError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -67,17 +70,61 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=cmd_data)
 
-    p = sub.add_parser("train", help="train a model (see --method)")
+    p = sub.add_parser("train", help="train a model (see --method), or continue a stopped run (--resume)")
     _add_run_arguments(p)
-    p.add_argument("--out", required=True, type=Path, help="run directory to write")
+    p.add_argument("--out", type=Path, help="run directory to write")
     p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    p.add_argument("--resume", type=Path, metavar="RUN_DIR",
+                   help="continue the run in RUN_DIR from its last epoch checkpoint, with its saved config")
     p.set_defaults(run=cmd_train)
+
+    p = sub.add_parser("report", help="write (again) a run directory's report.md, plots and widths table")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.set_defaults(run=cmd_report)
 
     p = sub.add_parser("demo", help="the README's main job (ResNet-20 on Fashion-MNIST)")
     _add_run_arguments(p, with_method=False)
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="run directory (default runs/demo)")
     p.set_defaults(run=cmd_demo)
+
+    p = sub.add_parser("eval", help="test accuracy, MACs, params and CPU latency of a saved pruned model")
+    p.add_argument("path", type=Path, metavar="PATH", help="a pruned model directory, or a run directory")
+    p.add_argument("--dataset", help="dataset to test on (default: the run's config.yaml)")
+    p.add_argument("--data-dir", help="dataset directory (default: the run's, then the usual places)")
+    p.add_argument("--batch", type=int, help="evaluation batch size (default: the run's eval_batch_size)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N for the accuracy pass; "
+                   "latency is always measured on the CPU")
+    _add_latency_arguments(p, batches=False)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(run=cmd_eval)
+
+    p = sub.add_parser("export", help="export a saved pruned model to ONNX")
+    p.add_argument("path", type=Path, metavar="PRUNED", help="a pruned model directory, or a run directory")
+    p.add_argument("--onnx", required=True, type=Path, metavar="OUT.onnx", help="ONNX file to write")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17; >= 18 uses the dynamo "
+                   "exporter)")
+    p.set_defaults(run=cmd_export)
+
+    bench_parser = sub.add_parser("bench", help="benchmarks of saved models (see `rlal bench --help`)")
+    bench_parser.set_defaults(run=lambda args: _print_help(bench_parser))
+    bench = bench_parser.add_subparsers(title="benchmarks", parser_class=_Parser)
+    p = bench.add_parser("latency", help="dense vs pruned latency next to the MACs ratio")
+    p.add_argument("models", nargs="+", type=Path, metavar="MODEL",
+                   help="pruned model directories or run directories")
+    _add_latency_arguments(p, batches=True)
+    p.add_argument("--onnx", action="store_true", help="also time both models in ONNX Runtime on the CPU")
+    p.add_argument("--no-cuda", action="store_true", help="skip the CUDA figures even when a GPU is present")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(run=cmd_bench_latency)
     return parser
+
+
+def _add_latency_arguments(p: argparse.ArgumentParser, batches: bool) -> None:
+    if batches:
+        p.add_argument("--batch", default="1,64", metavar="N,N", help="batch sizes to time (default 1,64)")
+    p.add_argument("--threads", type=int, help="CPU threads for timing (default: torch's default)")
+    p.add_argument("--warmup", type=int, default=10, help="untimed calls before timing (default 10)")
+    p.add_argument("--runs", type=int, default=50, help="timed calls; the median is reported (default 50)")
 
 
 def _add_run_arguments(p: argparse.ArgumentParser, with_method: bool = True) -> None:
@@ -200,18 +247,52 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    config = _run_config(args)
+    if args.resume is not None:
+        names = ("config", "out", *_SHORTHANDS)
+        given = [f"--{a.replace('_', '-')}" for a in names if getattr(args, a, None) is not None]
+        if given or args.overrides or args.overwrite:
+            raise RlalError(
+                f"--resume continues a run with the config saved in it: drop {(given or ['--set'])[0]}"
+            )
+        from rlal.config import load_config
+
+        if not (args.resume / "config.yaml").is_file():
+            raise RlalError(f"{args.resume} is not a run directory (no config.yaml): nothing to resume")
+        config = load_config(args.resume / "config.yaml")
+        out, resume = args.resume, True
+    else:
+        if args.out is None:
+            raise RlalError("train needs --out RUN_DIR (or --resume RUN_DIR)")
+        config, out, resume = _run_config(args), args.out, False
+    from rlal.config import BASELINE_METHODS
+
+    if config.method in BASELINE_METHODS:
+        if resume:
+            raise RlalError(f"--resume continues dense and rlal runs; a {config.method} run starts again")
+        from rlal.train.baselines import fit_baseline
+
+        r = fit_baseline(config, out, overwrite=args.overwrite)
+        print(f"{r.method}: pruned to {r.macs / r.dense_macs:.1%} of the dense MACs, test accuracy "
+              f"{r.test_acc:.2f}% after {r.epochs} epochs ({r.seconds:.0f} s); run saved in {r.run_dir}")
+        return 0
     if config.method == "dense":
         from rlal.train.dense import fit_dense
 
-        result = fit_dense(config, args.out, overwrite=args.overwrite)
+        result = fit_dense(config, out, overwrite=args.overwrite, resume=resume)
         print(f"test accuracy {result.test_acc:.2f}% ({result.seconds:.0f} s); run saved in {result.run_dir}")
         return 0
     from rlal.train.joint import fit_joint
 
-    joint = fit_joint(config, args.out, overwrite=args.overwrite)
+    joint = fit_joint(config, out, overwrite=args.overwrite, resume=resume)
     print(f"pruned to {joint.macs / joint.dense_macs:.1%} of the dense MACs, "
           f"test accuracy {joint.test_acc:.2f}% ({joint.seconds:.0f} s); run saved in {joint.run_dir}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from rlal.report.markdown import write_report
+
+    print(f"report written to {write_report(args.run_dir)}")
     return 0
 
 
@@ -241,6 +322,102 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"  {name:<14} {dense:>14}  {pruned}")
     print(f"\n  wall-clock {result.seconds:.0f} s; run directory {result.run_dir}, "
           f"pruned model in {result.run_dir / 'pruned'} (load with rlal.load_pruned)")
+    print(f"  report: {result.run_dir / 'report.md'}")
+    return 0
+
+
+def _print_help(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 2
+
+
+def _set_threads(threads: int | None) -> None:
+    import torch
+
+    if threads is not None:
+        if threads < 1:
+            raise RlalError(f"--threads must be >= 1, got {threads}")
+        torch.set_num_threads(threads)
+
+
+def _latency_text(figure: dict[str, Any]) -> str:
+    return f"{figure['median_ms']:.2f} ms ({figure['p10_ms']:.2f}-{figure['p90_ms']:.2f})"
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from rlal.evaluate import evaluate_pruned
+
+    _set_threads(args.threads)
+    info = evaluate_pruned(args.path, dataset=args.dataset, data_dir=args.data_dir, batch=args.batch,
+                           device=args.device, warmup=args.warmup, runs=args.runs)
+    if args.json:
+        print(json.dumps(info))
+        return 0
+    print(f"{info['path']}: {info['model']} on {info['dataset']} {tuple(info['input_shape'])}")
+    print(f"  test accuracy  {info['test_acc']:.2f}% on {info['test_images']} images ({info['device']})")
+    print(f"  MACs           {info['macs'] / 1e6:.2f} M ({info['macs_ratio']:.1%} of the dense "
+          f"{info['dense_macs'] / 1e6:.2f} M)")
+    params, dense_params = info["params"], info["dense_params"]
+    print(f"  params         {params / 1e6:.3f} M ({params / dense_params:.1%} of the dense "
+          f"{dense_params / 1e6:.3f} M)")
+    for figure in info["latency_cpu"]:
+        print(f"  CPU latency    batch {figure['batch']:>3}: {_latency_text(figure)} median (p10-p90) "
+              f"over {figure['runs']} runs, {figure['threads']} thread(s)")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from rlal.evaluate import open_pruned
+    from rlal.export import export_onnx
+
+    saved = open_pruned(args.path)
+    path = export_onnx(saved.model, saved.input_shape, args.onnx, args.opset)
+    shape = ", ".join(map(str, saved.input_shape))
+    print(f"wrote {path} (opset {args.opset}, input 'input' [batch, {shape}], output 'logits')")
+    return 0
+
+
+def cmd_bench_latency(args: argparse.Namespace) -> int:
+    import torch
+
+    from rlal.evaluate import bench_pruned
+    from rlal.export import environment
+
+    try:
+        batches = [int(b) for b in args.batch.split(",")]
+    except ValueError:
+        raise RlalError(f"--batch must be a comma-separated list of integers, got {args.batch!r}") from None
+    if not batches or min(batches) < 1:
+        raise RlalError(f"--batch sizes must be >= 1, got {args.batch!r}")
+    _set_threads(args.threads)
+    backends = ["torch-cpu"]
+    if args.onnx:
+        for module in ("onnx", "onnxruntime"):
+            try:
+                __import__(module)
+            except ImportError:
+                raise RlalError(f"--onnx needs {module}: pip install 'rlal[export]'") from None
+        backends.append("onnxruntime-cpu")
+    if torch.cuda.is_available() and not args.no_cuda:
+        backends.append("torch-cuda")
+    env = environment()
+    models = [bench_pruned(path, batches=batches, backends=backends, warmup=args.warmup, runs=args.runs)
+              for path in args.models]
+    if args.json:
+        print(json.dumps({**env, "warmup": args.warmup, "runs": args.runs, "models": models}))
+        return 0
+    print(f"{env['cpu']}, {env['threads']} thread(s); torch {env['torch']}"
+          + (f", onnxruntime {env['onnxruntime']}" if args.onnx else "")
+          + (f"; GPU {env['cuda']}" if "torch-cuda" in backends else "")
+          + f"; median of {args.runs} timed calls after {args.warmup} warm-up calls, ms per batch (p10-p90)")
+    for m in models:
+        print(f"\n{m['path']}: {m['model']} {tuple(m['input_shape'])}, MACs {m['dense_macs'] / 1e6:.2f} M -> "
+              f"{m['macs'] / 1e6:.2f} M ({m['macs'] / m['dense_macs']:.1%}), ideal speed-up "
+              f"{m['ideal_speedup']:.2f}x")
+        print(f"  {'backend':<16} {'batch':>5}  {'dense':<26} {'pruned':<26} {'speed-up':>8}  of ideal")
+        for row in m["latency"]:
+            print(f"  {row['backend']:<16} {row['batch']:>5}  {_latency_text(row['dense']):<26} "
+                  f"{_latency_text(row['pruned']):<26} {row['speedup']:>7.2f}x  {row['of_ideal']:>7.0%}")
     return 0
 
 

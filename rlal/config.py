@@ -253,10 +253,12 @@ class AlignConfig:
     scales: weight decay adds ``wd * ||theta||^2 / 2`` over *all* weights (gradient ``wd * theta``, which
     fades as weights shrink), while the group lasso adds ``lam * ||theta_c||`` per removed channel
     (gradient of constant norm ``lam`` per group, which does not fade). With SGD at learning rate ``lr``
-    a removed group's norm then falls by about ``lr * lam`` per step: at lr 0.1 and lam 1e-4 that is 1e-5
-    per step, about 0.4 per epoch of 390 CIFAR steps, enough to empty a typical channel group (norm ~1) in
-    a few search epochs while staying small next to the cross-entropy gradient, so the agent can still
-    change its mind and let a channel recover.
+    and momentum 0.9 (steady-state gain 1 / (1 - 0.9) = 10) a removed group's norm then falls by about
+    ``10 * lr * lam`` per step from the penalty alone: at lr 0.1 and lam 1e-4 that is 1e-4 per step, about
+    0.04 per epoch of 390 CIFAR steps (0.2 at lam 5e-4, 0.4 at lam 1e-3), small next to the cross-entropy
+    gradient, so the agent can still change its mind and let a channel recover. Pick ``lam`` so that the
+    search epochs add up to about the norm of a channel group (~1), as the shipped CIFAR-10 and ImageNet
+    configs do.
     """
 
     lam: float = 1e-4
@@ -315,12 +317,72 @@ class SearchConfig:
         return self
 
 
+Method = Literal["dense", "rlal", "uniform", "magnitude", "depgraph"]
+BASELINE_METHODS: tuple[str, ...] = ("uniform", "magnitude", "depgraph")
+"""The same-budget baselines of :mod:`rlal.train.baselines`."""
+
+
+@dataclass
+class BaselineConfig:
+    """The same-budget baselines (``method`` ``uniform``, ``magnitude`` or ``depgraph``, see
+    :mod:`rlal.train.baselines`). They share ``data``, ``model``, ``optim``, ``train`` and the MACs budget
+    ``env.target_macs`` (with ``env.min_keep_ratio``, ``env.round_to`` and the residual ``env.policy``) with
+    the joint method. ``uniform`` trains its small model for ``train.epochs`` and reads nothing here."""
+
+    pretrain_epochs: int | None = None
+    """``magnitude``/``depgraph``: epochs of dense training before pruning (a full schedule of their own);
+    None = ``train.epochs``, the dense baseline's budget. Ignored when ``dense_run`` is given."""
+    finetune_epochs: int | None = None
+    """``magnitude``/``depgraph``: epochs of fine-tuning the cut model (a fresh schedule of
+    ``optim.schedule`` from ``finetune_lr``, no warm-up); None = half the pre-training epochs (at least 1).
+    The run's recorded ``epochs`` are pre-training + fine-tuning."""
+    finetune_lr: float | None = None
+    """Peak learning rate of the fine-tuning schedule; None = ``optim.lr / 10``."""
+    criterion: Literal["l2", "l1", "bn_scale", "random"] = "l1"
+    """``magnitude``: which channels a layer keeps, its top-k by this importance (see
+    :mod:`rlal.structure.importance`); ``l1`` is the classic filter-norm criterion (Li et al. 2017), summed
+    over the layer's coupled weights."""
+    dense_run: str | None = None
+    """``magnitude``/``depgraph``: a finished dense run directory (``rlal train --method dense``) whose
+    ``model.safetensors`` is pruned instead of pre-training here; it must hold the same model on the same
+    data. Its ``epochs`` count towards the recorded total."""
+
+    def resolved_epochs(self, train_epochs: int, dense_epochs: int | None = None) -> tuple[int, int]:
+        """``(pre-training, fine-tuning)`` epochs with the defaults filled in; ``dense_epochs`` are the
+        epochs of a ``dense_run`` (which replace pre-training)."""
+        pretrain = dense_epochs if dense_epochs is not None else self.pretrain_epochs or train_epochs
+        finetune = self.finetune_epochs or max(1, pretrain // 2)
+        return pretrain, finetune
+
+    def validate(self, prefix: str = "baseline") -> BaselineConfig:
+        """Check ranges the type system cannot express; raise :class:`RlalError` naming the key."""
+        checks: list[tuple[bool, str]] = [
+            (self.pretrain_epochs is None or self.pretrain_epochs >= 1,
+             "pretrain_epochs must be >= 1 (or null for train.epochs)"),
+            (self.finetune_epochs is None or self.finetune_epochs >= 1,
+             "finetune_epochs must be >= 1 (or null for half the pre-training epochs)"),
+            (self.finetune_lr is None or self.finetune_lr > 0,
+             "finetune_lr must be > 0 (or null for optim.lr / 10)"),
+            (self.criterion in ("l2", "l1", "bn_scale", "random"),
+             "criterion must be one of l2, l1, bn_scale, random"),
+            (self.dense_run is None or self.dense_run.strip() != "",
+             "dense_run must be a run directory (or null to pre-train in this run)"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise RlalError(f"{prefix}.{message}")
+        return self
+
+
 @dataclass
 class RunConfig:
     """Everything a run needs; written to ``config.yaml`` in the run directory."""
 
-    method: Literal["dense", "rlal"] = "dense"
-    """``dense``: train the unpruned model; ``rlal``: train and prune jointly (the method)."""
+    method: Method = "dense"
+    """``dense``: train the unpruned model; ``rlal``: train and prune jointly (the method); ``uniform``,
+    ``magnitude``, ``depgraph``: the same-budget baselines (see :class:`BaselineConfig`). The method's
+    ablations are settings of ``rlal``: ``agent.kind=random`` (random search), ``agent.kind=sac-no-dynamics``
+    (no epoch context), ``search.align.lam=0`` (no alignment)."""
     seed: int = 0
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -329,6 +391,7 @@ class RunConfig:
     env: EnvConfig = field(default_factory=EnvConfig)
     agent: AgentConfig = field(default_factory=AgentConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
+    baseline: BaselineConfig = field(default_factory=BaselineConfig)
 
     def validate(self) -> RunConfig:
         """Check ranges the type system cannot express; raise :class:`RlalError` naming the key."""
@@ -356,6 +419,7 @@ class RunConfig:
         self.env.validate()
         self.agent.validate()
         self.search.validate(self.train.epochs if self.method == "rlal" else None)
+        self.baseline.validate()
         return self
 
     def to_dict(self) -> dict[str, Any]:
