@@ -34,12 +34,19 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     os.close(fd)
     tmp = Path(tmp_name)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; results are meant to be shared
         write(tmp)
         _fsync(tmp)
         os.replace(tmp, path)
         _fsync(path.parent)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # the only portable way to read it is to set it, so set it straight back
+    os.umask(mask)
+    return mask
 
 
 def _fsync(path: Path) -> None:

@@ -116,6 +116,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-cuda", action="store_true", help="skip the CUDA figures even when a GPU is present")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=cmd_bench_latency)
+
+    p = bench.add_parser("quality", help="every method on the same track; writes docs/results/NAME.md")
+    p.add_argument("--config", required=True, help="the track: an rlal YAML config, path or shipped name")
+    p.add_argument("--methods", default="dense,uniform,magnitude,depgraph,rlal,random-search,"
+                   "sac-no-dynamics,no-align", help="comma-separated rows (default: all)")
+    p.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
+    p.add_argument("--name", help="table name (default: the config's name without 'bench-')")
+    p.add_argument("--runs-dir", type=Path, default=Path("runs/bench"), help="where the runs go")
+    p.add_argument("--results-dir", type=Path, default=Path("docs/results"), help="where the table goes")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a key of the track's config for every method")
+    p.set_defaults(run=cmd_bench_quality)
     return parser
 
 
@@ -293,6 +305,18 @@ def cmd_report(args: argparse.Namespace) -> int:
     from rlal.report.markdown import write_report
 
     print(f"report written to {write_report(args.run_dir)}")
+    return 0
+
+
+def cmd_bench_quality(args: argparse.Namespace) -> int:
+    from rlal.benchmark import parse_methods, parse_seeds, run_quality_bench
+
+    methods, seeds = parse_methods(args.methods), parse_seeds(args.seeds)
+    path = resolve_config_path(args.config)
+    name = args.name or path.stem.removeprefix("bench-")
+    table = run_quality_bench(path, name, methods, seeds, args.runs_dir, args.results_dir, args.overrides,
+                              log=lambda line: print(line, flush=True))
+    print(f"table written to {table}")
     return 0
 
 

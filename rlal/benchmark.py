@@ -1,0 +1,258 @@
+"""The quality benchmark: every method on the same data, model, MACs target and epoch budget, side by side.
+
+    rlal bench quality --config bench-fmnist-resnet20 --methods dense,uniform,magnitude,rlal --seeds 0,1
+
+Each (method, seed) is an ordinary run directory under ``RUNS/<name>/<method>/seed-<s>``; a finished one
+(``result.json``) is reused, a stopped dense or rlal run is resumed from its checkpoint, anything else
+starts again. So seeds and methods can be added later without rerunning the rest. The table
+(``docs/results/<name>.md``) holds only figures read from those ``result.json`` files; each row links to a
+copy of its runs' resolved configs (``docs/results/<name>/``), which ``rlal train --config`` reproduces.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import platform
+import shutil
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rlal.checkpoint import write_text
+from rlal.config import RunConfig, load_config, set_value
+from rlal.errors import RlalError
+
+METHODS: dict[str, tuple[str, ...]] = {
+    "dense": ("method=dense",),
+    "uniform": ("method=uniform",),
+    "magnitude": ("method=magnitude",),
+    "depgraph": ("method=depgraph",),
+    "rlal": ("method=rlal",),
+    "random-search": ("method=rlal", "agent.kind=random"),
+    "sac-no-dynamics": ("method=rlal", "agent.kind=sac-no-dynamics"),
+    "no-align": ("method=rlal", "search.align.lam=0"),
+}
+"""Each benchmark row: the settings that turn the benchmark's config into that method."""
+
+DESCRIPTIONS = {
+    "dense": "unpruned model, same total epochs",
+    "uniform": "same keep ratio in every layer, trained from scratch",
+    "magnitude": "train dense, prune by L1 filter norm (uniform ratios), fine-tune",
+    "depgraph": "train dense, Torch-Pruning group-norm global pruning, fine-tune",
+    "rlal": "the method: SAC + epoch-context model + alignment, joint",
+    "random-search": "the joint pipeline with a random agent",
+    "sac-no-dynamics": "ablation: SAC without the epoch-context model",
+    "no-align": "ablation: no alignment regulariser (λ = 0)",
+}
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One finished (method, seed) run, as its ``result.json`` has it."""
+
+    method: str
+    seed: int
+    run_dir: Path
+    result: dict[str, Any]
+    seconds: float
+    """Wall-clock of the method, including the dense run a three-stage baseline pruned."""
+    epochs: int
+
+
+def parse_methods(text: str) -> list[str]:
+    names = [m.strip() for m in text.split(",") if m.strip()]
+    unknown = [m for m in names if m not in METHODS]
+    if unknown or not names:
+        bad = unknown[0] if unknown else text
+        raise RlalError(f"unknown method {bad!r} (choose from {', '.join(METHODS)})")
+    return list(dict.fromkeys(names))
+
+
+def parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise RlalError(f"--seeds {text!r} is not a comma-separated list of integers") from None
+    if not seeds:
+        raise RlalError("--seeds needs at least one seed")
+    return list(dict.fromkeys(seeds))
+
+
+def run_quality_bench(
+    config_path: Path, name: str, methods: Sequence[str], seeds: Sequence[int], runs_dir: Path,
+    results_dir: Path, overrides: Sequence[str] = (), log: Callable[[str], None] = print,
+) -> Path:
+    """Run every missing (method, seed) and write the table; returns the table's path."""
+    base = load_config(config_path, list(overrides))
+    if base.method != "rlal":
+        raise RlalError("the benchmark's config must be an rlal config (with the env and search sections)")
+    # Three-stage baselines prune the dense run of their seed when there is one: that training is paid once.
+    order = sorted(methods, key=lambda m: m != "dense")
+    for method in order:
+        for seed in seeds:
+            run_dir = runs_dir / name / method / f"seed-{seed}"
+            if (run_dir / "result.json").exists():
+                log(f"{method} seed {seed}: done ({run_dir})")
+                continue
+            settings = [*METHODS[method], f"seed={seed}"]
+            dense_dir = runs_dir / name / "dense" / f"seed-{seed}"
+            if method in ("magnitude", "depgraph") and (dense_dir / "result.json").exists():
+                settings.append(f"baseline.dense_run={dense_dir}")
+            config = method_config(base, settings)
+            log(f"{method} seed {seed}: running -> {run_dir}")
+            _run_one(config, run_dir)
+    return write_results(name, config_path, base, runs_dir, results_dir)
+
+
+def method_config(base: RunConfig, settings: Sequence[str]) -> RunConfig:
+    """``base`` with one method's settings applied (a copy; validated)."""
+    config = copy.deepcopy(base)
+    for item in settings:
+        key, _, value = item.partition("=")
+        set_value(config, key, value)
+    return config.validate()
+
+
+def _run_one(config: RunConfig, run_dir: Path) -> None:
+    from rlal.checkpoint import load_checkpoint
+
+    resumable = config.method in ("dense", "rlal") and load_checkpoint(run_dir) is not None
+    if config.method == "dense":
+        from rlal.train.dense import fit_dense
+
+        fit_dense(config, run_dir, overwrite=True, resume=resumable)
+    elif config.method == "rlal":
+        from rlal.train.joint import fit_joint
+
+        fit_joint(config, run_dir, overwrite=True, resume=resumable)
+    else:
+        from rlal.train.baselines import fit_baseline
+
+        fit_baseline(config, run_dir, overwrite=True)
+
+
+def collect(name: str, runs_dir: Path) -> list[RunRecord]:
+    """Every finished run of the table (any method, any seed, also from earlier invocations), with the
+    three-stage baselines charged for the dense run they pruned."""
+    records = []
+    for method in METHODS:
+        seed_dirs = sorted((runs_dir / name / method).glob("seed-*"), key=lambda d: int(d.name[5:]))
+        for run_dir in seed_dirs:
+            path = run_dir / "result.json"
+            if not path.exists():
+                continue
+            result = json.loads(path.read_text())
+            seconds = float(result["seconds"])
+            if result.get("dense_run"):
+                dense = json.loads((Path(result["dense_run"]) / "result.json").read_text())
+                seconds += float(dense["seconds"])
+            seed = int(run_dir.name[5:])
+            records.append(RunRecord(method, seed, run_dir, result, seconds, int(result["epochs"])))
+    return records
+
+
+def write_results(name: str, config_path: Path, base: RunConfig, runs_dir: Path, results_dir: Path) -> Path:
+    """Write ``results_dir/<name>.md`` (the table), ``<name>.png`` (accuracy against MACs) and
+    ``results_dir/<name>/`` (the runs' configs)."""
+    records = collect(name, runs_dir)
+    if not records:
+        raise RlalError(f"no finished run under {runs_dir / name}: nothing to tabulate")
+    methods = list(dict.fromkeys(r.method for r in records))
+    seeds = sorted({r.seed for r in records})
+    config_dir = results_dir / name
+    config_dir.mkdir(parents=True, exist_ok=True)
+    for r in records:
+        shutil.copyfile(r.run_dir / "config.yaml", config_dir / f"{r.method}-seed{r.seed}.yaml")
+    plot = _plot(records, results_dir / f"{name}.png")
+    first = records[0].result
+    device = json.loads((records[0].run_dir / "run.json").read_text()).get("device", "missing")
+    lines = [
+        f"# Quality benchmark: {name}",
+        "",
+        f"Produced by `rlal bench quality --config {config_path.name} --methods {','.join(methods)} "
+        f"--seeds {','.join(map(str, seeds))}` on {_machine()} ({device}). Every figure is read from the "
+        "runs' `result.json`; a method without a finished run has no row.",
+        "",
+        f"- Track: {first.get('model')} on {first.get('dataset')}, "
+        f"{_train_images(base)} training images, test on {first.get('test_images')} images, "
+        f"MACs target {base.env.target_macs:g} of dense, {base.train.epochs} epochs per from-scratch run "
+        f"(rlal: {base.search.warmup_epochs} warm-up + {base.search.search_epochs} search + "
+        f"{base.train.epochs - base.search.warmup_epochs - base.search.search_epochs} fine-tune; "
+        f"{base.search.episodes_per_epoch} episodes per search epoch). "
+        "Three-stage baselines (magnitude, depgraph) prune the dense run of the same seed and fine-tune, so "
+        "their epochs and wall-clock include that dense run.",
+        "- Test accuracy is mean ± standard deviation over the seeds listed (a single seed has no ±).",
+        "",
+        "| method | what it is | seeds | test acc. (%) | MACs | params | MACs reduction | epochs | "
+        "wall-clock | configs |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for method in methods:
+        rows = [r for r in records if r.method == method]
+        if not rows:
+            continue
+        accs = [float(r.result["test_acc"]) for r in rows]
+        acc = f"{accs[0]:.2f}"
+        if len(accs) > 1:
+            acc = f"{statistics.mean(accs):.2f} ± {statistics.stdev(accs):.2f}"
+        dense_macs = rows[0].result.get("dense_macs", rows[0].result["macs"])
+        macs = statistics.mean(float(r.result["macs"]) for r in rows)
+        params = statistics.mean(float(r.result["params"]) for r in rows)
+        seconds = statistics.mean(r.seconds for r in rows)
+        links = " ".join(f"[s{r.seed}]({name}/{r.method}-seed{r.seed}.yaml)" for r in rows)
+        lines.append(
+            f"| `{method}` | {DESCRIPTIONS[method]} | {','.join(str(r.seed) for r in rows)} | {acc} | "
+            f"{macs / 1e6:.2f} M | {params / 1e6:.3f} M | {1 - macs / dense_macs:.1%} | "
+            f"{statistics.mean(r.epochs for r in rows):g} | {seconds:.0f} s | {links} |"
+        )
+    if plot is not None:
+        lines += ["", f"![test accuracy against MACs]({plot.name})", ""]
+    path = results_dir / f"{name}.md"
+    write_text(path, "\n".join(lines) + "\n")
+    return path
+
+
+def _train_images(base: RunConfig) -> str:
+    return f"{base.data.train_subset:,}" if base.data.train_subset else "all"
+
+
+def _machine() -> str:
+    """The CPU the table was produced on, e.g. "a 2-core Intel(R) Xeon(R) Processor"."""
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"a {os.cpu_count()}-core {cpu}"
+
+
+def _plot(records: list[RunRecord], path: Path) -> Path | None:
+    from matplotlib.figure import Figure
+
+    from rlal.checkpoint import atomic_write
+
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
+    for method in dict.fromkeys(r.method for r in records):
+        rows = [r for r in records if r.method == method]
+        xs = [r.result["macs"] / 1e6 for r in rows]
+        ys = [r.result["test_acc"] for r in rows]
+        star = method == "rlal"
+        ax.scatter(xs, ys, label=method, marker="*" if star else "o", s=80 if star else 30)
+    ax.set_xlabel("MACs (M)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    if not all(math.isfinite(r.result["test_acc"]) for r in records):
+        return None
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
+    return path

@@ -1,0 +1,193 @@
+"""Evaluate and time a saved pruned model: what ``rlal eval`` and ``rlal bench latency`` report.
+
+A *pruned model* is a directory written by :func:`rlal.structure.save_pruned` (``spec.json`` +
+``weights.safetensors``); a joint run keeps it in ``RUN_DIR/pruned/``, next to the run's ``config.yaml``.
+Either directory may be given. The dataset to score it on is, in order: the one asked for, the one the spec
+records (``"dataset"``, if present), the one in the run's ``config.yaml``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from rlal.config import DataConfig, load_config
+from rlal.errors import RlalError
+from rlal.export import Backend, compare_latency, measure_latency
+from rlal.models import count_macs_params
+from rlal.structure import ArchSpec, load_pruned
+from rlal.structure.io import SPEC_FILE
+
+PRUNED_DIR = "pruned"
+CONFIG_FILE = "config.yaml"
+
+
+@dataclass(frozen=True)
+class SavedPruned:
+    """A pruned model read back from disk, with what its spec and run directory say about it."""
+
+    directory: Path
+    """The directory holding ``spec.json`` and the weights."""
+    run_dir: Path | None
+    """The run directory it came from, if it sits in one (a parent holding ``config.yaml``)."""
+    model: nn.Module
+    """The cut model, on the CPU, in eval mode."""
+    spec: dict[str, Any]
+    input_shape: tuple[int, ...]
+
+    @property
+    def name(self) -> str:
+        """The zoo model name or the factory."""
+        arch = self.spec["arch"]
+        return str(arch.get("model", arch.get("factory")))
+
+    def dense(self) -> nn.Module:
+        """The dense model the pruned one was cut from, freshly initialised (for MACs and timing only),
+        in eval mode."""
+        return ArchSpec.from_dict(self.spec["arch"]).build().eval()
+
+
+def locate_pruned(path: str | Path) -> tuple[Path, Path | None]:
+    """``(pruned model directory, run directory or None)`` for a pruned model directory or a run directory
+    holding ``pruned/``; :class:`RlalError` naming ``path`` if it is neither."""
+    path = Path(path)
+    if not path.exists():
+        raise RlalError(f"{path}: no such file or directory")
+    if not path.is_dir():
+        raise RlalError(f"{path}: not a directory (give a pruned model directory or a run directory)")
+    if (path / SPEC_FILE).is_file():
+        parent = path.parent
+        return path, parent if (parent / CONFIG_FILE).is_file() else None
+    if (path / PRUNED_DIR / SPEC_FILE).is_file():
+        return path / PRUNED_DIR, path
+    hint = " (a dense run: it has no pruned model)" if (path / "model.safetensors").is_file() else ""
+    raise RlalError(f"{path}: neither a pruned model ({SPEC_FILE}) nor a run directory with "
+                    f"{PRUNED_DIR}/{SPEC_FILE}{hint}")
+
+
+def open_pruned(path: str | Path) -> SavedPruned:
+    """Locate (see :func:`locate_pruned`) and load a pruned model; :class:`RlalError` for anything wrong."""
+    directory, run_dir = locate_pruned(path)
+    model = load_pruned(directory)  # validates the spec and the weights, naming the file at fault
+    spec = json.loads((directory / SPEC_FILE).read_text())
+    return SavedPruned(directory, run_dir, model, spec, tuple(spec["input_shape"]))
+
+
+def data_config(saved: SavedPruned, *, dataset: str | None = None, data_dir: str | None = None,
+                batch: int | None = None) -> DataConfig:
+    """The data settings to score ``saved`` with: the run's ``config.yaml`` data section when there is one
+    (so that ``test_subset`` and the data location match the run's own result), with the dataset, data
+    directory and evaluation batch overridden as given. Only the test split matters: no reward split."""
+    config = load_config(saved.run_dir / CONFIG_FILE).data if saved.run_dir is not None else DataConfig()
+    chosen = dataset or saved.spec.get("dataset") or (config.dataset if saved.run_dir is not None else None)
+    if chosen is None:
+        raise RlalError(f"{saved.directory}: cannot tell which dataset it was trained on (no {CONFIG_FILE} "
+                        "next to it and none in its spec); pass --dataset")
+    if batch is not None and batch < 1:
+        raise RlalError(f"--batch must be >= 1, got {batch}")
+    changes: dict[str, Any] = {"dataset": chosen, "reward_size": 0, "train_subset": None, "augment": False}
+    if dataset is not None and dataset != config.dataset:
+        changes |= {"data_dir": None, "test_subset": None}  # the run's settings were for another dataset
+    if data_dir is not None:
+        changes["data_dir"] = data_dir
+    if batch is not None:
+        changes["eval_batch_size"] = batch
+    return dataclasses.replace(config, **changes)
+
+
+def evaluate_pruned(
+    path: str | Path,
+    *,
+    dataset: str | None = None,
+    data_dir: str | None = None,
+    batch: int | None = None,
+    device: str = "auto",
+    latency_batches: Sequence[int] = (1, 64),
+    warmup: int = 10,
+    runs: int = 50,
+) -> dict[str, Any]:
+    """Test accuracy (fp32, on ``device``), MACs and params (with the dense model's, rebuilt from the spec)
+    and CPU latency at each of ``latency_batches`` (see :func:`rlal.export.measure_latency`) of the pruned
+    model at ``path``. Returns one JSON-ready dict."""
+    from rlal.data import build_data, dataset_spec
+    from rlal.train.epoch import evaluate
+    from rlal.train.runtime import Runtime
+
+    saved = open_pruned(path)
+    cfg = data_config(saved, dataset=dataset, data_dir=data_dir, batch=batch)
+    runtime = Runtime(resolve_device(device), amp_dtype=None, channels_last=False)  # fp32: the reference
+    spec = dataset_spec(cfg.dataset)
+    shape = (spec.in_channels, spec.input_size, spec.input_size)
+    if tuple(saved.input_shape) != shape:  # checked before reading a possibly large dataset
+        raise RlalError(f"{saved.directory}: the model takes {list(saved.input_shape)} inputs but "
+                        f"{spec.name} images are {list(shape)}")
+    data = build_data(cfg, runtime.device, seed=0)
+    classes = saved.spec["arch"].get("kwargs", {}).get("num_classes")
+    if classes is not None and classes != data.spec.num_classes:
+        raise RlalError(f"{saved.directory}: the model has {classes} classes but {data.spec.name} has "
+                        f"{data.spec.num_classes}")
+    model = saved.model.to(runtime.device)
+    test = evaluate(model, data.test, runtime)
+    model.cpu()
+    macs, params = count_macs_params(model, saved.input_shape)
+    dense_macs, dense_params = count_macs_params(saved.dense(), saved.input_shape)
+    latency = [measure_latency(model, saved.input_shape, b, device="cpu", warmup=warmup, runs=runs)
+               for b in latency_batches]
+    return {
+        "path": str(saved.directory), "model": saved.name, "dataset": data.spec.name,
+        "data_source": data.source, "input_shape": list(saved.input_shape), "test_acc": test.acc,
+        "test_loss": test.loss, "test_images": test.images, "device": str(runtime.device),
+        "macs": macs, "params": params, "dense_macs": dense_macs, "dense_params": dense_params,
+        "macs_ratio": macs / dense_macs, "latency_cpu": latency,
+    }  # fmt: skip
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` (CUDA when present, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``; RlalError otherwise."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise RlalError(f"--device {name!r} is not a device (use auto, cpu, cuda or cuda:N)")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RlalError(f"--device is {name!r} but no CUDA device is available")
+    return device
+
+
+def bench_pruned(
+    path: str | Path,
+    *,
+    batches: Sequence[int] = (1, 64),
+    backends: Sequence[Backend] | None = None,
+    warmup: int = 10,
+    runs: int = 50,
+) -> dict[str, Any]:
+    """Dense vs pruned latency of the pruned model at ``path`` on each backend (see
+    :func:`rlal.export.compare_latency`), with the ideal speed-up (dense MACs / pruned MACs) and the
+    fraction of it achieved. The dense model is rebuilt from the spec with fresh weights: latency does not
+    depend on the weights' values."""
+    saved = open_pruned(path)
+    dense = saved.dense()
+    macs, params = count_macs_params(saved.model, saved.input_shape)
+    dense_macs, dense_params = count_macs_params(dense, saved.input_shape)
+    ideal = dense_macs / macs
+    rows = compare_latency(dense, saved.model, saved.input_shape, batches=batches, backends=backends,
+                           warmup=warmup, runs=runs)
+    for row in rows:
+        row["of_ideal"] = row["speedup"] / ideal
+    return {
+        "path": str(saved.directory), "model": saved.name, "input_shape": list(saved.input_shape),
+        "dense_macs": dense_macs, "macs": macs, "dense_params": dense_params, "params": params,
+        "ideal_speedup": ideal, "latency": rows,
+    }  # fmt: skip
+

@@ -1,0 +1,60 @@
+"""The quality benchmark harness: every method through the same config, a table read from the runs, and
+runs that are already finished are reused."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from test_resume import joint_overrides
+from test_train import fmnist_dir  # noqa: F401  (fixture re-used)
+
+from rlal.benchmark import parse_methods, parse_seeds, run_quality_bench
+from rlal.config import load_config
+from rlal.errors import RlalError
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_the_harness_runs_each_method_and_tabulates_only_what_the_runs_wrote(fmnist_dir, tmp_path):  # noqa: F811
+    config = tmp_path / "track.yaml"
+    config.write_text("method: rlal\n")
+    overrides = [*joint_overrides(fmnist_dir), "train.epochs=4", "search.search_epochs=2",
+                 "baseline.finetune_epochs=1"]
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    log: list[str] = []
+    table = run_quality_bench(config, "tiny", ["dense", "uniform", "magnitude", "rlal", "no-align"], [0],
+                              runs, results, overrides, log=log.append)
+
+    text = table.read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| `")]
+    assert [row.split("`")[1] for row in rows] == ["dense", "uniform", "magnitude", "rlal", "no-align"]
+    for row in rows:
+        method = row.split("`")[1]
+        result = json.loads((runs / "tiny" / method / "seed-0" / "result.json").read_text())
+        assert f"{result['test_acc']:.2f}" in row
+        assert (results / "tiny" / f"{method}-seed0.yaml").is_file()
+    magnitude = json.loads((runs / "tiny" / "magnitude" / "seed-0" / "result.json").read_text())
+    assert magnitude["dense_run"] == str(runs / "tiny" / "dense" / "seed-0")  # pruned the table's dense run
+    assert magnitude["epochs"] == 4 + 1
+    assert load_config(runs / "tiny" / "no-align" / "seed-0" / "config.yaml").search.align.lam == 0
+    assert (results / "tiny.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    log.clear()  # a second invocation with one more seed runs only the new runs
+    run_quality_bench(config, "tiny", ["dense", "uniform"], [0, 1], runs, results, overrides, log=log.append)
+    assert [line for line in log if "running" in line] == [
+        f"dense seed 1: running -> {runs / 'tiny' / 'dense' / 'seed-1'}",
+        f"uniform seed 1: running -> {runs / 'tiny' / 'uniform' / 'seed-1'}",
+    ]
+    table = (results / "tiny.md").read_text()
+    dense_row = next(line for line in table.splitlines() if "`dense`" in line)
+    assert "±" in dense_row and "0,1" in dense_row
+    assert "`rlal`" in table and "`no-align`" in table  # rows of the earlier invocation stay
+
+
+def test_unknown_methods_and_bad_seeds_are_one_line_errors():
+    with pytest.raises(RlalError, match="unknown method 'prune-it'"):
+        parse_methods("dense,prune-it")
+    with pytest.raises(RlalError, match="comma-separated"):
+        parse_seeds("0,one")
+    assert parse_methods("rlal, dense,rlal") == ["rlal", "dense"]
