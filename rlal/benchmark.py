@@ -85,7 +85,7 @@ def parse_seeds(text: str) -> list[int]:
 
 def run_quality_bench(
     config_path: Path, name: str, methods: Sequence[str], seeds: Sequence[int], runs_dir: Path,
-    results_dir: Path, overrides: Sequence[str] = (), log: Callable[[str], None] = print,
+    results_dir: Path, overrides: Sequence[str] = (), log: Callable[[str], None] = print, note: str = "",
 ) -> Path:
     """Run every missing (method, seed) and write the table; returns the table's path."""
     base = load_config(config_path, list(overrides))
@@ -106,7 +106,7 @@ def run_quality_bench(
             config = method_config(base, settings)
             log(f"{method} seed {seed}: running -> {run_dir}")
             _run_one(config, run_dir)
-    return write_results(name, config_path, base, runs_dir, results_dir)
+    return write_results(name, config_path, base, runs_dir, results_dir, note)
 
 
 def method_config(base: RunConfig, settings: Sequence[str]) -> RunConfig:
@@ -156,7 +156,9 @@ def collect(name: str, runs_dir: Path) -> list[RunRecord]:
     return records
 
 
-def write_results(name: str, config_path: Path, base: RunConfig, runs_dir: Path, results_dir: Path) -> Path:
+def write_results(
+    name: str, config_path: Path, base: RunConfig, runs_dir: Path, results_dir: Path, note: str = ""
+) -> Path:
     """Write ``results_dir/<name>.md`` (the table), ``<name>.png`` (accuracy against MACs) and
     ``results_dir/<name>/`` (the runs' configs)."""
     records = collect(name, runs_dir)
@@ -187,6 +189,7 @@ def write_results(name: str, config_path: Path, base: RunConfig, runs_dir: Path,
         "Three-stage baselines (magnitude, depgraph) prune the dense run of the same seed and fine-tune, so "
         "their epochs and wall-clock include that dense run.",
         "- Test accuracy is mean ± standard deviation over the seeds listed (a single seed has no ±).",
+        *([f"- {note}"] if note else []),
         "",
         "| method | what it is | seeds | test acc. (%) | MACs | params | MACs reduction | epochs | "
         "wall-clock | configs |",
