@@ -51,6 +51,13 @@ def test_joint_run_meets_the_target_and_the_cut_equals_the_masked_model(fmnist_d
     x = torch.randn(3, 1, 28, 28)
     assert torch.allclose(small(x), result.model.eval()(x), atol=1e-5)
 
+    report = (tmp_path / "run" / "report.md").read_text()
+    for plot in ("accuracy", "rewards", "decoder_loss", "macs", "widths"):
+        png = tmp_path / "run" / "plots" / f"{plot}.png"
+        assert png.read_bytes()[:4] == b"\x89PNG" and f"plots/{plot}.png" in report
+    widths = (tmp_path / "run" / "widths.csv").read_text().splitlines()
+    assert widths[0].startswith("layer,dense_channels,kept_channels") and widths[-1].startswith("total,")
+
 
 def test_same_seed_gives_the_same_joint_run_on_cpu(fmnist_dir, tmp_path):  # noqa: F811
     config = joint_config(fmnist_dir, "search.search_epochs=1", "train.epochs=3", "search.final_window=1")
