@@ -30,7 +30,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_joint_run_meets_the_target_and_the_cut_equals_the_masked_model(fmnist_dir, tmp_path):  # noqa: F811
-    result = fit_joint(joint_config(fmnist_dir), tmp_path / "run")
+    result = fit_joint(joint_config(fmnist_dir, "env.bn_recalibration_batches=1"), tmp_path / "run")
     assert result.macs <= 0.5 * result.dense_macs
     assert result.params < result.dense_params
 
@@ -44,6 +44,7 @@ def test_joint_run_meets_the_target_and_the_cut_equals_the_masked_model(fmnist_d
     at_cut = next(r for r in records if r["phase"] == "cut")
     assert abs(at_cut["masked_test_acc"] - at_cut["cut_test_acc"]) <= 0.1
     assert at_cut["removed_kept_norm_ratio"] < 1.0  # alignment pulled the removed channels down
+    assert 0 <= at_cut["cut_test_acc_bn_recalibrated"] <= 100
 
     saved = json.loads((tmp_path / "run" / "result.json").read_text())
     assert saved["macs"] == result.macs and saved["test_acc"] == result.test_acc

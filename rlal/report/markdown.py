@@ -233,6 +233,9 @@ def _at_cut(files: RunFiles) -> list[str]:
         ["cut - masked (points)", diff],
         ["removed / kept channel norm ratio", _num(cut.get("removed_kept_norm_ratio"), ".4g")],
     ]
+    if "cut_test_acc_bn_recalibrated" in cut:
+        rows.insert(2, ["test accuracy (%) of the cut model, BN statistics re-estimated",
+                        _num(cut["cut_test_acc_bn_recalibrated"], ".2f")])
     return [
         *_table(["check", "value"], rows),
         "",

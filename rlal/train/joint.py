@@ -32,6 +32,7 @@ from rlal.checkpoint import rng_state, save_checkpoint, set_rng_state, write_jso
 from rlal.config import RunConfig, SearchConfig
 from rlal.data import Data
 from rlal.env import PruningEnv, make_env
+from rlal.env.reward import first_batches, recalibrated_bn
 from rlal.report.markdown import write_report
 from rlal.report.metrics import MetricsWriter
 from rlal.report.widths import write_widths
@@ -269,21 +270,31 @@ def cut_and_measure(
     model: nn.Module, structure: Structure, plan: Plan, data: Data, runtime: Runtime, config: RunConfig
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Cut ``plan`` out of the aligned dense model, measuring what the cut costs: test accuracy of the masked
-    dense model vs the cut model (must agree), and how far alignment pulled the removed channels to zero."""
+    dense model vs the cut model (must agree), and how far alignment pulled the removed channels to zero.
+
+    With ``env.bn_recalibration_batches`` > 0 the cut model is also tested with its BN statistics
+    re-estimated on that many training batches, as the agent's rewards are: without it the statistics of
+    the dense model no longer fit the sub-network, so the first figures mostly measure that mismatch. The
+    re-estimate is put back afterwards, so it does not change the run."""
     criterion = config.env.criterion
     masks = ChannelMasks(structure)
     masks.set_plan(plan, criterion)
     with masks:
         masked = evaluate(model, data.test, runtime)
-    small = cut(structure, plan, criterion=criterion)
-    cut_acc = evaluate(place(small, runtime), data.test, runtime)
+    small = place(cut(structure, plan, criterion=criterion), runtime)
+    cut_acc = evaluate(small, data.test, runtime)
     ratio = AlignmentRegularizer(structure)
     ratio.set_plan(plan)
-    return small, {
+    measured = {
         "masked_test_acc": masked.acc,
         "cut_test_acc": cut_acc.acc,
         "removed_kept_norm_ratio": ratio.removed_kept_norm_ratio(model),
     }
+    batches = config.env.bn_recalibration_batches
+    if batches:
+        with recalibrated_bn(small, first_batches(data.train, batches), runtime):
+            measured["cut_test_acc_bn_recalibrated"] = evaluate(small, data.test, runtime).acc
+    return small, measured
 
 
 def _best(episodes: list[Episode]) -> Episode:
