@@ -181,7 +181,7 @@ def write_results(
         "runs' `result.json`; a method without a finished run has no row.",
         "",
         f"- Track: {first.get('model')} on {first.get('dataset')}, "
-        f"{_train_images(base)} training images, test on {first.get('test_images')} images, "
+        f"{_train_images(base)} training images, test on {_count(first.get('test_images'))} images, "
         f"MACs target {base.env.target_macs:g} of dense, {base.train.epochs} epochs per from-scratch run "
         f"(rlal: {base.search.warmup_epochs} warm-up + {base.search.search_epochs} search + "
         f"{base.train.epochs - base.search.warmup_epochs - base.search.search_epochs} fine-tune; "
@@ -218,6 +218,10 @@ def write_results(
     path = results_dir / f"{name}.md"
     write_text(path, "\n".join(lines) + "\n")
     return path
+
+
+def _count(n: Any) -> str:
+    return f"{n:,}" if isinstance(n, int) else "missing"
 
 
 def _train_images(base: RunConfig) -> str:
