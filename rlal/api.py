@@ -15,12 +15,13 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from rlal.config import RunConfig, load_config, set_value
+from rlal.config import RunConfig, load_config, resolve_config_path, set_value
 from rlal.data import Data, build_data, data_from_tensors
 from rlal.errors import RlalError
 from rlal.structure import ArchSpec
 from rlal.train.dense import place
-from rlal.train.joint import JointResult, train_and_prune
+from rlal.train.joint import train_and_prune
+from rlal.train.result import PrunedResult
 from rlal.train.runtime import resolve_runtime, seed_everything
 
 
@@ -78,7 +79,7 @@ class JointPruner:
                 set_value(self.config, key, value)
             self.config.validate()
         else:
-            path = None if config is None else _config_path(config)
+            path = None if config is None else resolve_config_path(str(config))
             self.config = load_config(path, [*settings, *overrides])
         self.model = model
         self.data = data
@@ -86,7 +87,7 @@ class JointPruner:
         self.arch = ArchSpec.from_factory(factory, **(factory_kwargs or {})) if factory else None
         self.overwrite = overwrite
 
-    def fit(self) -> JointResult:
+    def fit(self) -> PrunedResult:
         """Run warm-up, search (agent + alignment), cut and fine-tuning; returns the small model and figures
         (also in ``out/result.json``, with ``out/report.md``)."""
         start = time.perf_counter()
@@ -109,9 +110,3 @@ def _is_tensor_pairs(data: Any) -> bool:
         isinstance(data, tuple | list) and len(data) == 2
         and all(isinstance(pair, tuple | list) and len(pair) == 2 for pair in data)
     )
-
-
-def _config_path(config: str | Path) -> Path:
-    from rlal.cli import resolve_config_path  # the CLI's lookup of shipped config names
-
-    return resolve_config_path(str(config))

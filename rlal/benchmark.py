@@ -120,20 +120,10 @@ def method_config(base: RunConfig, settings: Sequence[str]) -> RunConfig:
 
 def _run_one(config: RunConfig, run_dir: Path) -> None:
     from rlal.checkpoint import load_checkpoint
+    from rlal.train.run import RESUMABLE, fit
 
-    resumable = config.method in ("dense", "rlal") and load_checkpoint(run_dir) is not None
-    if config.method == "dense":
-        from rlal.train.dense import fit_dense
-
-        fit_dense(config, run_dir, overwrite=True, resume=resumable)
-    elif config.method == "rlal":
-        from rlal.train.joint import fit_joint
-
-        fit_joint(config, run_dir, overwrite=True, resume=resumable)
-    else:
-        from rlal.train.baselines import fit_baseline
-
-        fit_baseline(config, run_dir, overwrite=True)
+    resumable = config.method in RESUMABLE and load_checkpoint(run_dir) is not None
+    fit(config, run_dir, overwrite=True, resume=resumable)
 
 
 def collect(name: str, runs_dir: Path) -> list[RunRecord]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from importlib import resources
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -160,25 +159,8 @@ _SHORTHANDS = {
 }
 
 
-def resolve_config_path(name: str) -> Path:
-    """A config path, or the name of a config shipped with rlal (``rlal/configs/NAME.yaml``)."""
-    path = Path(name)
-    if path.exists():
-        return path
-    shipped = resources.files("rlal") / "configs" / f"{name.removesuffix('.yaml')}.yaml"
-    if shipped.is_file():
-        return Path(str(shipped))
-    available = ", ".join(shipped_configs())
-    raise RlalError(f"config {name!r} is neither a file nor a shipped config (shipped: {available})")
-
-
-def shipped_configs() -> list[str]:
-    folder = resources.files("rlal") / "configs"
-    return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
-
-
 def _run_config(args: argparse.Namespace, default_config: str | None = None):
-    from rlal.config import load_config
+    from rlal.config import load_config, resolve_config_path
 
     config_name = args.config or default_config
     path = resolve_config_path(config_name) if config_name else None
@@ -267,38 +249,22 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise RlalError(
                 f"--resume continues a run with the config saved in it: drop {(given or ['--set'])[0]}"
             )
-        from rlal.config import load_config
+        from rlal.rundir import load_run_config
 
-        if not (args.resume / "config.yaml").is_file():
-            raise RlalError(f"{args.resume} is not a run directory (no config.yaml): nothing to resume")
-        config = load_config(args.resume / "config.yaml")
-        out, resume = args.resume, True
+        config, out, resume = load_run_config(args.resume), args.resume, True
     else:
         if args.out is None:
             raise RlalError("train needs --out RUN_DIR (or --resume RUN_DIR)")
         config, out, resume = _run_config(args), args.out, False
-    from rlal.config import BASELINE_METHODS
+    from rlal.train.result import PrunedResult
+    from rlal.train.run import fit
 
-    if config.method in BASELINE_METHODS:
-        if resume:
-            raise RlalError(f"--resume continues dense and rlal runs; a {config.method} run starts again")
-        from rlal.train.baselines import fit_baseline
-
-        r = fit_baseline(config, out, overwrite=args.overwrite)
-        print(f"{r.method}: pruned to {r.macs / r.dense_macs:.1%} of the dense MACs, test accuracy "
-              f"{r.test_acc:.2f}% after {r.epochs} epochs ({r.seconds:.0f} s); run saved in {r.run_dir}")
-        return 0
-    if config.method == "dense":
-        from rlal.train.dense import fit_dense
-
-        result = fit_dense(config, out, overwrite=args.overwrite, resume=resume)
-        print(f"test accuracy {result.test_acc:.2f}% ({result.seconds:.0f} s); run saved in {result.run_dir}")
-        return 0
-    from rlal.train.joint import fit_joint
-
-    joint = fit_joint(config, out, overwrite=args.overwrite, resume=resume)
-    print(f"pruned to {joint.macs / joint.dense_macs:.1%} of the dense MACs, "
-          f"test accuracy {joint.test_acc:.2f}% ({joint.seconds:.0f} s); run saved in {joint.run_dir}")
+    r = fit(config, out, overwrite=args.overwrite, resume=resume)
+    pruned = ""
+    if isinstance(r, PrunedResult):
+        pruned = f"{r.method}: pruned to {r.macs / r.dense_macs:.1%} of the dense MACs, "
+    print(f"{pruned}test accuracy {r.test_acc:.2f}% after {r.epochs} epochs ({r.seconds:.0f} s); "
+          f"run saved in {r.run_dir}")
     return 0
 
 
@@ -311,6 +277,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_bench_quality(args: argparse.Namespace) -> int:
     from rlal.benchmark import parse_methods, parse_seeds, run_quality_bench
+    from rlal.config import resolve_config_path
 
     methods, seeds = parse_methods(args.methods), parse_seeds(args.seeds)
     path = resolve_config_path(args.config)

@@ -11,6 +11,7 @@ import dataclasses
 import types
 import typing
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
@@ -424,6 +425,24 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def resolve_config_path(name: str) -> Path:
+    """A config path, or the name of a config shipped with rlal (``rlal/configs/NAME.yaml``)."""
+    path = Path(name)
+    if path.exists():
+        return path
+    shipped = resources.files("rlal") / "configs" / f"{name.removesuffix('.yaml')}.yaml"
+    if shipped.is_file():
+        return Path(str(shipped))
+    available = ", ".join(shipped_configs())
+    raise RlalError(f"config {name!r} is neither a file nor a shipped config (shipped: {available})")
+
+
+def shipped_configs() -> list[str]:
+    """Names of the configs shipped with rlal."""
+    folder = resources.files("rlal") / "configs"
+    return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:

@@ -18,7 +18,7 @@ import torch
 
 import rlal
 from rlal.checkpoint import POINTER, Checkpoint, load_checkpoint, write_json
-from rlal.config import RunConfig, save_config
+from rlal.config import RunConfig, load_config, save_config
 from rlal.errors import RlalError, RunInterrupted, TrainingDiverged
 from rlal.report.metrics import MetricsWriter
 
@@ -91,10 +91,15 @@ def open_run(
     return out, metrics, checkpoint
 
 
+def load_run_config(run_dir: Path) -> RunConfig:
+    """The config a run directory was started with (what ``--resume`` continues it with)."""
+    _require_run_dir(run_dir)
+    return load_config(run_dir / "config.yaml")
+
+
 def resumable_checkpoint(run_dir: Path) -> Checkpoint:
     """The checkpoint a ``--resume`` continues from; a one-line error when there is none to continue."""
-    if not (run_dir / "config.yaml").is_file():
-        raise RlalError(f"{run_dir} is not a run directory (no config.yaml): nothing to resume")
+    _require_run_dir(run_dir)
     if (run_dir / "result.json").exists():
         raise RlalError(f"the run in {run_dir} is already complete (result.json): nothing to resume")
     checkpoint = load_checkpoint(run_dir)
@@ -104,6 +109,11 @@ def resumable_checkpoint(run_dir: Path) -> Checkpoint:
             f"start it again with --overwrite"
         )
     return checkpoint
+
+
+def _require_run_dir(run_dir: Path) -> None:
+    if not (run_dir / "config.yaml").is_file():
+        raise RlalError(f"{run_dir} is not a run directory (no config.yaml): nothing to resume")
 
 
 @dataclass

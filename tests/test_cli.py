@@ -23,7 +23,7 @@ def assert_one_line_error(code: int, err: str, *fragments: str) -> None:
     assert len(lines) == 1, err
     assert lines[0].startswith("error: ")
     for fragment in fragments:
-        assert fragment in lines[0]
+        assert fragment in lines[0], lines[0]
 
 
 def test_models_lists_the_zoo_as_json(capsys):

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_cli import assert_one_line_error, run_cli
 from test_structure_nets import realistic
 
-from rlal.cli import main
 from rlal.config import load_config, save_config
 from rlal.data import build_data, write_idx
 from rlal.models import count_macs_params, create_model
@@ -52,21 +52,6 @@ def run_dir(tmp_path_factory, fmnist_dir: Path) -> Path:
     arch = ArchSpec.zoo("resnet20", num_classes=10, in_channels=1, input_size=28)
     save_pruned(run / "pruned", cut(structure, plan), arch=arch, plan=plan, input_shape=SHAPE)
     return run
-
-
-def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_one_line_error(code: int, err: str, *fragments: str) -> None:
-    assert code == 2
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("error: ")
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def test_eval_json_has_the_right_keys_and_the_accuracy_of_evaluate(run_dir, capsys):

@@ -9,7 +9,7 @@ import torch
 
 from rlal.config import DataConfig
 from rlal.data.arrays import ArrayDataset
-from rlal.data.augment import CIFAR_AUGMENT, FASHION_MNIST_AUGMENT
+from rlal.data.augment import CIFAR_AUGMENT, FASHION_MNIST_AUGMENT, CropFlip
 from rlal.data.cifar import load_cifar10
 from rlal.data.fashion_mnist import load_fashion_mnist
 from rlal.data.imagefolder import ImageFolderLoader, load_image_folder
@@ -53,12 +53,22 @@ def build_data(cfg: DataConfig, device: torch.device, seed: int, channels_last: 
         return _build_image_folder(cfg, spec, device, seed, channels_last)
     loader = load_fashion_mnist if spec.name == "fashion-mnist" else load_cifar10
     train_set, test_set, source = loader(cfg)
+    augment = (CIFAR_AUGMENT if spec.name == "cifar10" else FASHION_MNIST_AUGMENT) if cfg.augment else None
+    spec = dataclasses.replace(spec, num_classes=len(train_set.classes))
+    return in_memory_data(spec, train_set, test_set, source, cfg, device, seed, augment, channels_last)
+
+
+def in_memory_data(
+    spec: DatasetSpec, train_set: ArrayDataset, test_set: ArrayDataset, source: str, cfg: DataConfig,
+    device: torch.device, seed: int, augment: CropFlip | None, channels_last: bool = False,
+) -> Data:
+    """Split and batch images held in memory: the reward split and ``train_subset`` drawn with ``seed``,
+    ``test_subset`` from the fixed shuffle, all of it copied once to ``device``."""
     train_idx, reward_idx = reward_split(len(train_set), cfg.reward_size, seed)
     train_idx = seeded_subset(train_idx, cfg.train_subset, seed, "train_subset")
     test_set = _test_part(test_set, cfg.test_subset)
     # One device copy of the training images, shared by the train and reward loaders.
     images, labels = train_set.images.to(device), train_set.labels.to(device)
-    augment = (CIFAR_AUGMENT if spec.name == "cifar10" else FASHION_MNIST_AUGMENT) if cfg.augment else None
     common = {"mean": spec.mean, "std": spec.std, "channels_last": channels_last}
     train = DeviceLoader(
         images, labels, indices=train_idx, batch_size=cfg.batch_size, shuffle=True, drop_last=True,
@@ -68,8 +78,7 @@ def build_data(cfg: DataConfig, device: torch.device, seed: int, channels_last: 
     test = DeviceLoader(
         test_set.images.to(device), test_set.labels.to(device), batch_size=cfg.eval_batch_size, **common
     )
-    classes = train_set.classes
-    return Data(dataclasses.replace(spec, num_classes=len(classes)), classes, source, train, reward, test)
+    return Data(spec, train_set.classes, source, train, reward, test)
 
 
 def _build_image_folder(

@@ -5,11 +5,10 @@ from __future__ import annotations
 import torch
 
 from rlal.config import DataConfig
+from rlal.data.arrays import ArrayDataset
 from rlal.data.augment import CropFlip
-from rlal.data.build import Data
-from rlal.data.loader import DeviceLoader
+from rlal.data.build import Data, in_memory_data
 from rlal.data.specs import DatasetSpec
-from rlal.data.splits import derive_seed, reward_split, seeded_subset
 from rlal.errors import DataError
 
 
@@ -38,28 +37,16 @@ def data_from_tensors(
     classes = tuple(classes) if classes is not None else tuple(str(k) for k in range(num_classes))
     if len(classes) < num_classes:
         raise DataError(f"labels go up to {num_classes - 1} but only {len(classes)} class names were given")
-    if cfg.reward_size >= len(train_x):
-        raise DataError(f"data.reward_size {cfg.reward_size} leaves no training images of {len(train_x)}")
     pixels = train_x.float().div_(255).transpose(0, 1).flatten(1)  # C, N*H*W
     spec = DatasetSpec(
         name="tensors", num_classes=len(classes), in_channels=int(train_x.shape[1]),
         input_size=int(train_x.shape[2]), mean=tuple(pixels.mean(1).tolist()),
         std=tuple(pixels.std(1).clamp_min(1e-3).tolist()),
     )
-    device = torch.device(device)
-    train_idx, reward_idx = reward_split(len(train_x), cfg.reward_size, seed)
-    train_idx = seeded_subset(train_idx, cfg.train_subset, seed, "train_subset")
-    test_idx = seeded_subset(torch.arange(len(test_x)), cfg.test_subset, "fixed", "test_subset")
-    images, labels = train_x.to(device), train_y.to(device)
-    common = {"mean": spec.mean, "std": spec.std, "channels_last": channels_last}
-    loaders = {
-        "train": DeviceLoader(images, labels, indices=train_idx, batch_size=cfg.batch_size, shuffle=True,
-                              drop_last=True, augment=augment, seed=derive_seed(seed, "train"), **common),
-        "reward": DeviceLoader(images, labels, indices=reward_idx, batch_size=cfg.eval_batch_size, **common),
-        "test": DeviceLoader(test_x[test_idx].to(device), test_y[test_idx].to(device),
-                             batch_size=cfg.eval_batch_size, **common),
-    }
-    return Data(spec, classes, "tensors in memory", **loaders)
+    train_set = ArrayDataset(train_x, train_y, classes)
+    test_set = ArrayDataset(test_x, test_y, classes)
+    return in_memory_data(spec, train_set, test_set, "tensors in memory", cfg, torch.device(device), seed,
+                          augment, channels_last)
 
 
 def _checked(images: torch.Tensor, labels: torch.Tensor, split: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -64,26 +64,8 @@ from rlal.structure.trace import COUNTED_TYPES
 from rlal.train.dense import epoch_record, format_epoch, input_shape, place, setup
 from rlal.train.epoch import EpochStats, evaluate, train_one_epoch
 from rlal.train.optim import build_optimizer, build_scheduler
+from rlal.train.result import PrunedResult
 from rlal.train.runtime import Runtime
-
-
-@dataclass(frozen=True)
-class BaselineResult:
-    """What a baseline run produced; the same figures are in ``result.json`` of its run directory."""
-
-    method: str
-    model: nn.Module
-    """The small model after its last training epoch."""
-    plan: Plan
-    run_dir: Path
-    test_acc: float
-    dense_macs: int
-    macs: int
-    dense_params: int
-    params: int
-    epochs: int
-    """Epochs of training actually spent (pre-training + fine-tuning for magnitude and depgraph)."""
-    seconds: float
 
 
 @dataclass(frozen=True)
@@ -98,9 +80,9 @@ class Selection:
     searched: float
 
 
-def fit_baseline(config: RunConfig, out: Path, *, overwrite: bool = False) -> BaselineResult:
+def fit_baseline(config: RunConfig, out: Path, *, overwrite: bool = False) -> PrunedResult:
     """Run the baseline named by ``config.method`` (``uniform``, ``magnitude`` or ``depgraph``)."""
-    fits: dict[str, Callable[..., BaselineResult]] = {
+    fits: dict[str, Callable[..., PrunedResult]] = {
         "uniform": fit_uniform, "magnitude": fit_magnitude, "depgraph": fit_depgraph,
     }
     if config.method not in fits:
@@ -109,7 +91,7 @@ def fit_baseline(config: RunConfig, out: Path, *, overwrite: bool = False) -> Ba
     return fits[config.method](config, out, overwrite=overwrite)
 
 
-def fit_uniform(config: RunConfig, out: Path, *, overwrite: bool = False) -> BaselineResult:
+def fit_uniform(config: RunConfig, out: Path, *, overwrite: bool = False) -> PrunedResult:
     """Cut the uniform plan that meets ``env.target_macs`` from a freshly initialised ``config.model`` and
     train the small model from scratch for ``train.epochs``."""
     start = time.perf_counter()
@@ -127,13 +109,13 @@ def fit_uniform(config: RunConfig, out: Path, *, overwrite: bool = False) -> Bas
                    epochs=config.train.epochs, extra={"keep_ratio": selection.searched})
 
 
-def fit_magnitude(config: RunConfig, out: Path, *, overwrite: bool = False) -> BaselineResult:
+def fit_magnitude(config: RunConfig, out: Path, *, overwrite: bool = False) -> PrunedResult:
     """Train dense, keep the same fraction of every layer's channels by ``baseline.criterion`` (L1 filter
     norm), fine-tune."""
     return _three_stage("magnitude", config, out, overwrite)
 
 
-def fit_depgraph(config: RunConfig, out: Path, *, overwrite: bool = False) -> BaselineResult:
+def fit_depgraph(config: RunConfig, out: Path, *, overwrite: bool = False) -> PrunedResult:
     """Train dense, prune with Torch-Pruning's group-norm importance and global ranking to the target,
     fine-tune."""
     return _three_stage("depgraph", config, out, overwrite)
@@ -259,7 +241,7 @@ def _layer_owners(structure: Structure) -> dict[str, tuple[str, dict[int, int]]]
     return owners
 
 
-def _three_stage(method: str, config: RunConfig, out: Path, overwrite: bool) -> BaselineResult:
+def _three_stage(method: str, config: RunConfig, out: Path, overwrite: bool) -> PrunedResult:
     """Pre-train dense (or load a dense run), prune to the target with ``method``'s selection, fine-tune."""
     start = time.perf_counter()
     runtime, data, model = setup(config)
@@ -375,7 +357,7 @@ def _prune_record(structure: Structure, selection: Selection) -> dict[str, Any]:
 def _finish(
     method: str, config: RunConfig, start: float, run_dir: Path, data: Data, structure: Structure,
     selection: Selection, small: nn.Module, test: EpochStats, *, epochs: int, extra: dict[str, Any],
-) -> BaselineResult:
+) -> PrunedResult:
     """Save the pruned model and ``result.json`` (the joint method's keys plus ``extra``)."""
     plan = selection.plan
     macs, params = structure.cost.of(plan)
@@ -395,7 +377,7 @@ def _finish(
         "plan": plan.to_dict(), **extra,
     })  # fmt: skip
     write_report(run_dir)
-    return BaselineResult(
+    return PrunedResult(
         method=method, model=small, plan=plan, run_dir=run_dir, test_acc=test.acc,
         dense_macs=cost.dense_macs, macs=macs, dense_params=cost.dense_params, params=params,
         epochs=epochs, seconds=seconds,

@@ -18,7 +18,6 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,27 +41,11 @@ from rlal.train.align import AlignmentRegularizer, lambda_at
 from rlal.train.dense import epoch_record, eval_due, format_epoch, input_shape, place, setup
 from rlal.train.epoch import EpochStats, evaluate, train_one_epoch
 from rlal.train.optim import build_optimizer, build_scheduler
+from rlal.train.result import PrunedResult
 from rlal.train.runtime import Runtime
 
 
-@dataclass(frozen=True)
-class JointResult:
-    """What a joint run produced; the same figures are in ``result.json`` of its run directory."""
-
-    model: nn.Module
-    """The cut and fine-tuned small model."""
-    plan: Plan
-    run_dir: Path
-    test_acc: float
-    dense_macs: int
-    macs: int
-    dense_params: int
-    params: int
-    seconds: float
-    """Wall-clock of the run, summed over its sessions when it was resumed."""
-
-
-def fit_joint(config: RunConfig, out: Path, *, overwrite: bool = False, resume: bool = False) -> JointResult:
+def fit_joint(config: RunConfig, out: Path, *, overwrite: bool = False, resume: bool = False) -> PrunedResult:
     """Train the zoo model ``config.model`` from scratch and prune it to ``config.env.target_macs`` in the
     same run, writing the run directory ``out`` (or continuing the run there with ``resume``)."""
     start = time.perf_counter()
@@ -76,7 +59,7 @@ def fit_joint(config: RunConfig, out: Path, *, overwrite: bool = False, resume: 
 def train_and_prune(
     config: RunConfig, runtime: Runtime, data: Data, model: nn.Module, arch: ArchSpec | None, out: Path,
     *, overwrite: bool = False, resume: bool = False, start: float | None = None,
-) -> JointResult:
+) -> PrunedResult:
     """The joint loop on any model (placed on ``runtime``'s device) and data. ``arch`` rebuilds the dense
     model when the pruned one is loaded again; None saves the weights and spec without it (a user's model
     instance then has to be rebuilt by the user)."""
@@ -185,9 +168,9 @@ def train_and_prune(
                 policy=config.env.policy, classes=list(data.classes))
     write_json(run_dir / "episodes.json", env.history_records())
     seconds = seconds_before + time.perf_counter() - start
-    result = JointResult(
-        model=model, plan=final, run_dir=run_dir, test_acc=test.acc,
-        dense_macs=structure.cost.dense_macs, macs=int(macs),
+    result = PrunedResult(
+        method="rlal", model=model, plan=final, run_dir=run_dir, test_acc=test.acc,
+        dense_macs=structure.cost.dense_macs, macs=int(macs), epochs=config.train.epochs,
         dense_params=structure.cost.dense_params, params=int(params), seconds=seconds,
     )
     write_json(run_dir / "result.json", {
