@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rlal.checkpoint import write_text
+from rlal.checkpoint import write_json, write_text
 from rlal.config import RunConfig, load_config, set_value
 from rlal.errors import RlalError
 
@@ -36,6 +36,8 @@ METHODS: dict[str, tuple[str, ...]] = {
     "random-search": ("method=rlal", "agent.kind=random"),
     "sac-no-dynamics": ("method=rlal", "agent.kind=sac-no-dynamics"),
     "no-align": ("method=rlal", "search.align.lam=0"),
+    "rlal-paper": ("method=rlal", "env.action_mode=wall", "env.reward=accuracy", "env.min_keep_ratio=0.1",
+                   "agent.gamma=1", "search.final=best-recent", "search.align_epochs=0"),
 }
 """Each benchmark row: the settings that turn the benchmark's config into that method."""
 
@@ -48,6 +50,7 @@ DESCRIPTIONS = {
     "random-search": "the joint pipeline with a random agent",
     "sac-no-dynamics": "ablation: SAC without the epoch-context model",
     "no-align": "ablation: no alignment regulariser (λ = 0)",
+    "rlal-paper": "the paper's literal form: absolute actions + wall, raw accuracy reward, best episode cut",
 }
 
 
@@ -174,7 +177,7 @@ def write_results(
         f"{_train_images(base)} training images, test on {_count(first.get('test_images'))} images, "
         f"MACs target {base.env.target_macs:g} of dense, {base.train.epochs} epochs per from-scratch run "
         f"(rlal: {base.search.warmup_epochs} warm-up + {base.search.search_epochs} search + "
-        f"{base.train.epochs - base.search.warmup_epochs - base.search.search_epochs} fine-tune; "
+        f"{base.search.align_epochs} align + {base.train.epochs - base.search.cut_epoch} fine-tune; "
         f"{base.search.episodes_per_epoch} episodes per search epoch). "
         "Three-stage baselines (magnitude, depgraph) prune the dense run of the same seed and fine-tune, so "
         "their epochs and wall-clock include that dense run.",
@@ -203,11 +206,97 @@ def write_results(
             f"{macs / 1e6:.2f} M | {params / 1e6:.3f} M | {1 - macs / dense_macs:.1%} | "
             f"{statistics.mean(r.epochs for r in rows):g} | {seconds:.0f} s | {links} |"
         )
+    lines += _paired_lines(records) + _cut_lines(records)
     if plot is not None:
         lines += ["", f"![test accuracy against MACs]({plot.name})", ""]
+    write_json(results_dir / f"{name}.json", [run_record(r) for r in records])
     path = results_dir / f"{name}.md"
     write_text(path, "\n".join(lines) + "\n")
     return path
+
+
+PAIRS: tuple[tuple[str, str], ...] = (
+    ("rlal", "uniform"), ("rlal", "random-search"), ("rlal", "dense"), ("uniform", "dense"),
+    ("random-search", "uniform"), ("rlal-paper", "uniform"), ("no-align", "uniform"),
+    ("sac-no-dynamics", "uniform"),
+)
+"""The paired differences the table reports (when both methods have a run of a common seed)."""
+
+
+def paired(records: Sequence[RunRecord], a: str, b: str) -> tuple[list[int], list[float]]:
+    """Seeds that both methods ran, and the test-accuracy difference ``a - b`` on each (points)."""
+    acc = {(r.method, r.seed): float(r.result["test_acc"]) for r in records}
+    seeds = sorted(s for (m, s) in acc if m == a and (b, s) in acc)
+    return seeds, [acc[(a, s)] - acc[(b, s)] for s in seeds]
+
+
+def _paired_lines(records: Sequence[RunRecord]) -> list[str]:
+    rows = []
+    for a, b in PAIRS:
+        seeds, diffs = paired(records, a, b)
+        if not seeds:
+            continue
+        spread = f" ± {statistics.stdev(diffs):.2f}" if len(diffs) > 1 else ""
+        each = ", ".join(f"{d:+.2f}" for d in diffs)
+        mean = statistics.mean(diffs)
+        rows.append(f"| `{a}` − `{b}` | {','.join(map(str, seeds))} | {mean:+.2f}{spread} | {each} |")
+    if not rows:
+        return []
+    return ["", "**Paired differences** of test accuracy over the same seeds (same data sample and test "
+            "images), mean ± standard deviation, in points:", "",
+            "| difference | seeds | mean | per seed |", "| --- | --- | --- | --- |", *rows]  # fmt: skip
+
+
+def _cut_lines(records: Sequence[RunRecord]) -> list[str]:
+    rows = []
+    for r in records:
+        res = r.result
+        if "at_cut_cut_test_acc" not in res:
+            continue
+        dense = res.get("at_cut_dense_test_acc")
+        recal = res.get("at_cut_cut_test_acc_bn_recalibrated")
+        lost = f"{dense - recal:+.2f}" if dense is not None and recal is not None else "missing"
+        rows.append(
+            f"| `{r.method}` | {r.seed} | {_f(res.get('at_cut_removed_kept_norm_ratio'), 3)} | {_f(dense)} | "
+            f"{_f(res.get('at_cut_masked_test_acc'))} | {_f(res.get('at_cut_cut_test_acc'))} | {_f(recal)} | "
+            f"{lost} | {final_choice(r.run_dir)} |"
+        )
+    if not rows:
+        return []
+    return ["", "**The cut** (test accuracy, %, of the dense model just before the cut, of the masked model, "
+            "of the cut model as is and with its BN statistics re-estimated; lost = dense − cut with BN "
+            "re-estimated; the final plan's source):", "",
+            "| method | seed | removed/kept norm | dense | masked | cut | cut, BN re-est. | lost | final "
+            "plan |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |", *rows]  # fmt: skip
+
+
+def final_choice(run_dir: Path) -> str:
+    """Where the run's final plan came from (``search.final: rescored`` logs it), else the rule."""
+    path = run_dir / "metrics.jsonl"
+    if path.exists():
+        for line in path.read_text().splitlines():
+            record = json.loads(line)
+            if record.get("phase") == "final-choice":
+                return str(record.get("chosen", record.get("rule", "missing")))
+    return "missing"
+
+
+def run_record(r: RunRecord) -> dict[str, Any]:
+    """One run as plain data, for ``<name>.json`` (re-checking the table by script)."""
+    res = r.result
+    return {
+        "method": r.method, "seed": r.seed, "test_acc": res["test_acc"], "macs": res["macs"],
+        "dense_macs": res.get("dense_macs"), "params": res["params"], "epochs": r.epochs,
+        "seconds": r.seconds,
+        "cut": {k.removeprefix("at_cut_"): v for k, v in res.items() if k.startswith("at_cut_")} or None,
+        "final_choice": final_choice(r.run_dir) if "at_cut_cut_test_acc" in res else None,
+        "plan": res.get("plan"),
+    }  # fmt: skip
+
+
+def _f(value: Any, digits: int = 2) -> str:
+    return f"{value:.{digits}f}" if isinstance(value, int | float) and math.isfinite(value) else "missing"
 
 
 def _count(n: Any) -> str:

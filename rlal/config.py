@@ -100,8 +100,16 @@ class EnvConfig:
     """MACs budget of every sub-network: a fraction of the dense model's MACs if <= 1, else absolute MACs
     (one example at the dataset's input size). Must lie strictly between the smallest sub-network's MACs
     and the dense MACs; the environment says the feasible range when it does not."""
-    min_keep_ratio: float = 0.1
-    """Smallest keep ratio of any layer (action 0); action a keeps ``min + a * (1 - min)`` of the channels."""
+    min_keep_ratio: float = 0.2
+    """Smallest keep ratio of any layer: no plan can starve a layer below it."""
+    action_mode: Literal["relative", "wall"] = "relative"
+    """How an episode's actions become a plan (see :mod:`rlal.env.budget`). ``relative``: each action tilts
+    its layer away from the uniform allocation (by up to ``action_range`` either way) and one common scale,
+    found after the last layer, puts the plan exactly on the budget. ``wall`` (the paper's and AMC's
+    formulation): action a keeps ``min + a * (1 - min)`` of the layer, clipped by the action wall."""
+    action_range: float = 2.0
+    """``relative``: action 0 keeps ``1 / action_range`` times the uniform share of a layer, action 1
+    ``action_range`` times it, action 0.5 exactly the uniform share (before the common scale)."""
     round_to: int = 1
     """Keep counts are multiples of this (or all the channels), e.g. 8 for tensor cores."""
     policy: Literal["internal", "all"] = "internal"
@@ -116,12 +124,19 @@ class EnvConfig:
     bn_recalibration_batches: int = 0
     """Training batches on which a sub-network's BN statistics are re-estimated before scoring (on a copy:
     the training model's statistics are restored); 0 = score with the dense model's statistics."""
+    reward: Literal["vs-uniform", "accuracy"] = "vs-uniform"
+    """``vs-uniform``: an episode's reward is its accuracy minus the uniform plan's, scored on the same
+    weights and batches (a baseline that removes most of the epoch-to-epoch drift from the reward's scale);
+    ``accuracy``: the accuracy itself (the paper's reward)."""
 
     def validate(self, prefix: str = "env") -> EnvConfig:
         """Check ranges the type system cannot express; raise :class:`RlalError` naming the key."""
         checks: list[tuple[bool, str]] = [
             (self.target_macs > 0, "target_macs must be > 0 (a fraction of the dense MACs, or MACs if > 1)"),
             (0 < self.min_keep_ratio <= 1, "min_keep_ratio must be in (0, 1]"),
+            (self.action_mode in ("relative", "wall"), "action_mode must be one of relative, wall"),
+            (self.action_range >= 1, "action_range must be >= 1"),
+            (self.reward in ("vs-uniform", "accuracy"), "reward must be one of vs-uniform, accuracy"),
             (not isinstance(self.round_to, bool) and self.round_to >= 1, "round_to must be an integer >= 1"),
             (self.policy in ("internal", "all"), "policy must be one of internal, all"),
             (self.criterion in ("l2", "l1", "bn_scale", "random"),
@@ -177,17 +192,26 @@ class AgentConfig:
     """Adam learning rate of log(alpha), the entropy temperature."""
     tau: float = 0.01
     """Polyak rate of the target critics: target <- tau * online + (1 - tau) * target, every update."""
-    gamma: float = 1.0
-    """Discount. 1 as in AMC: every step of an episode is credited with the episode's final reward."""
+    gamma: float = 0.0
+    """Discount of the critics' bootstrap from the next layer. 0 (with ``credit: every-step``): every
+    layer's Q regresses on the episode's final reward itself, a Monte-Carlo return; AMC uses 1."""
+    credit: Literal["every-step", "terminal"] = "every-step"
+    """``every-step``: every layer is paid the episode's final reward; with ``gamma`` 1 (AMC's literal
+    form) a layer's Q then also counts the layers after it and grows with the layers left. ``terminal``:
+    the reward arrives once, at the last layer, and reaches the earlier layers only through the bootstrap
+    (``gamma`` > 0). Measured on the synthetic drifting-reward benchmark (:mod:`rlal.agent.synthetic`,
+    seeds 0-2, mean regret over the last 6 of 24 epochs): every-step with gamma 0 0.088, with gamma 1
+    0.100, terminal with gamma 1 0.174: bootstrapping through 4-9 layers is slow with ~100 updates."""
     batch_size: int = 128
-    """Transitions per SAC update (sampled with replacement from the replay buffer)."""
+    """Transitions per SAC update (sampled with replacement from the replay buffer; while the buffer holds
+    fewer, the whole buffer's size)."""
     replay_capacity: int = 100_000
     """Transitions the replay buffer holds; the oldest are overwritten first."""
     updates_per_epoch: int = 100
     """SAC gradient steps after each epoch's episodes (the default of :meth:`Agent.update`)."""
     warmup_episodes: int = 20
     """Episodes of uniform random actions before the policy acts (exploration, as AMC's warm-up). Updates
-    start as soon as the buffer holds a batch, warm-up or not."""
+    start with the first stored episode, warm-up or not."""
     init_alpha: float = 0.1
     """Initial entropy temperature."""
     autotune_alpha: bool = True
@@ -225,6 +249,7 @@ class AgentConfig:
             (self.alpha_lr > 0, "alpha_lr must be > 0"),
             (0 < self.tau <= 1, "tau must be in (0, 1]"),
             (0 <= self.gamma <= 1, "gamma must be in [0, 1]"),
+            (self.credit in ("terminal", "every-step"), "credit must be one of terminal, every-step"),
             (self.batch_size >= 1, "batch_size must be >= 1"),
             (self.replay_capacity >= self.batch_size, "replay_capacity must be >= batch_size"),
             (self.updates_per_epoch >= 0, "updates_per_epoch must be >= 0"),
@@ -270,6 +295,10 @@ class AlignConfig:
     ramp_epochs: int = 10
     """Epochs (counted from the first search epoch) over which the linear ramp rises; typically the
     number of search epochs."""
+    target_ratio: float = 0.03
+    """Norm ratio (removed / kept channels) that the frozen-plan alignment epochs (``search.align_epochs``)
+    must reach: there the weight starts at ``lam`` and is steered every step, up or down, so the ratio
+    follows a geometric path to this target; 0 = keep ``lam`` fixed there too."""
 
     def validate(self, prefix: str = "search.align") -> AlignConfig:
         """Check ranges the type system cannot express; raise :class:`RlalError` naming the key."""
@@ -277,13 +306,16 @@ class AlignConfig:
             raise RlalError(f"{prefix}.lam must be >= 0, got {self.lam}")
         if self.ramp_epochs < 1:
             raise RlalError(f"{prefix}.ramp_epochs must be >= 1, got {self.ramp_epochs}")
+        if not 0 <= self.target_ratio < 1:
+            raise RlalError(f"{prefix}.target_ratio must be in [0, 1), got {self.target_ratio}")
         return self
 
 
 @dataclass
 class SearchConfig:
-    """The joint method's epochs: dense warm-up, then search (train with alignment + agent episodes), then
-    the cut model trains for the rest of ``train.epochs`` (the same total as the dense baseline)."""
+    """The joint method's epochs: dense warm-up, then search (agent episodes + training aligned to the
+    agent's plan), the final choice, alignment to the frozen final plan, the cut, and the cut model trains
+    for the rest of ``train.epochs`` (the same total as the dense baseline)."""
 
     warmup_epochs: int = 2
     """Dense epochs before the agent starts (the reward is meaningless on untrained weights)."""
@@ -294,22 +326,46 @@ class SearchConfig:
     align_to: Literal["best-episode", "deterministic"] = "best-episode"
     """Plan the weights are aligned to next epoch: the best-rewarded episode of this epoch, or the agent's
     deterministic (mean) action on the current context."""
-    final: Literal["best-recent", "deterministic"] = "best-recent"
-    """Frozen architecture: the best-rewarded episode of the last ``final_window`` search epochs, or the
-    agent's deterministic action after the last search epoch."""
+    final: Literal["rescored", "best-recent", "deterministic"] = "rescored"
+    """Frozen architecture. ``rescored``: the best ``final_candidates`` plans of the last ``final_window``
+    search epochs, the agent's deterministic plan and the uniform plan are scored again, on the same
+    (latest) weights, on the whole reward split with ``final_bn_sets`` BN re-estimates each; a non-uniform
+    plan is kept only if it beats the uniform plan by more than ``final_margin`` standard errors.
+    ``best-recent`` (the paper's): the best-rewarded episode of the last ``final_window`` search epochs;
+    ``deterministic``: the agent's deterministic action after the last search epoch."""
     final_window: int = 3
+    final_candidates: int = 4
+    """``rescored``: distinct top-rewarded plans of the recent episodes that are scored again."""
+    final_bn_sets: int = 3
+    """``rescored``: disjoint sets of ``env.bn_recalibration_batches`` training batches (at least 1 batch
+    each) on which each candidate's BN statistics are re-estimated before scoring."""
+    final_margin: float = 2.0
+    """``rescored``: standard errors of the paired difference by which a plan must beat the uniform plan."""
+    align_epochs: int = 1
+    """Epochs after the final choice in which the weights are aligned to the frozen final plan (the
+    regulariser steered to ``align.target_ratio``) before exactly those channels are cut; 0 = cut at once."""
     align: AlignConfig = field(default_factory=AlignConfig)
 
+    @property
+    def cut_epoch(self) -> int:
+        """The epoch (1-based) at whose end the final plan is cut out."""
+        return self.warmup_epochs + self.search_epochs + self.align_epochs
+
     def validate(self, total_epochs: int | None = None) -> SearchConfig:
-        """Check ranges; given ``total_epochs``, warm-up and search must leave a fine-tuning epoch."""
+        """Check ranges; given ``total_epochs``, warm-up, search and alignment must leave a fine-tuning
+        epoch."""
         checks = [
             (self.warmup_epochs >= 0, "search.warmup_epochs must be >= 0"),
             (self.search_epochs >= 1, "search.search_epochs must be >= 1"),
             (self.episodes_per_epoch >= 1, "search.episodes_per_epoch must be >= 1"),
             (self.final_window >= 1, "search.final_window must be >= 1"),
-            (total_epochs is None or self.warmup_epochs + self.search_epochs < total_epochs,
-             f"search.warmup_epochs + search.search_epochs must be < train.epochs ({total_epochs}) "
-             "to leave epochs for the cut model"),
+            (self.final_candidates >= 1, "search.final_candidates must be >= 1"),
+            (self.final_bn_sets >= 1, "search.final_bn_sets must be >= 1"),
+            (self.final_margin >= 0, "search.final_margin must be >= 0"),
+            (self.align_epochs >= 0, "search.align_epochs must be >= 0"),
+            (total_epochs is None or self.cut_epoch < total_epochs,
+             "search.warmup_epochs + search.search_epochs + search.align_epochs must be < train.epochs "
+             f"({total_epochs}) to leave epochs for the cut model"),
         ]
         for ok, message in checks:
             if not ok:

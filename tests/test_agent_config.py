@@ -23,7 +23,7 @@ from rlal.errors import RlalError
 
 def test_defaults_are_valid():
     cfg = AgentConfig().validate()
-    assert (cfg.kind, cfg.gamma, cfg.context.rnn) == ("sac", 1.0, "gru")
+    assert (cfg.kind, cfg.gamma, cfg.credit, cfg.context.rnn) == ("sac", 0.0, "every-step", "gru")
 
 
 def test_every_field_has_a_docstring_or_shares_its_neighbours():

@@ -84,8 +84,16 @@ def test_greedy_action_is_the_squashed_mean_and_draws_no_noise():
     assert greedy == pytest.approx(torch.tanh(mean).item() * 0.5 + 0.5, abs=1e-6)
 
 
-def test_every_step_is_credited_with_the_final_reward_and_only_the_last_is_done():
-    agent = make_agent(small_config(), state_dim=2, num_layers=3)
+def test_terminal_credit_pays_the_reward_at_the_last_layer_only():
+    agent = make_agent(small_config(credit="terminal"), state_dim=2, num_layers=3)
+    states = np.arange(6, dtype=np.float32).reshape(3, 2)
+    agent.observe(Episode(4, states, np.array([0.1, 0.2, 0.3]), np.array([0.1, 0.2, 0.3]), 0.7))
+    assert agent.replay.rewards[:3].tolist() == pytest.approx([0.0, 0.0, 0.7])
+    assert agent.replay.dones[:3].tolist() == [0.0, 0.0, 1.0]
+
+
+def test_every_step_credit_pays_every_layer_the_final_reward_and_only_the_last_is_done():
+    agent = make_agent(small_config(), state_dim=2, num_layers=3)  # the default credit
     states = np.arange(6, dtype=np.float32).reshape(3, 2)
     agent.observe(Episode(4, states, np.array([0.1, 0.2, 0.3]), np.array([0.1, 0.2, 0.3]), 0.7))
     buffer = agent.replay
@@ -190,10 +198,13 @@ def test_the_method_needs_z_and_the_ablation_ignores_it():
     assert ablation.update(None, n_updates=1)["qf1_loss"] >= 0
 
 
-def test_update_waits_for_a_full_batch():
-    agent = make_agent(small_config(batch_size=64), state_dim=4, num_layers=4)
-    agent.observe(Episode(0, np.zeros((4, 4)), np.ones(4) / 2, np.ones(4) / 2, 0.5))
+def test_update_learns_from_fewer_transitions_than_a_batch_but_not_from_none():
+    agent = make_agent(small_config(kind="sac-no-dynamics", batch_size=64), state_dim=4, num_layers=4)
     assert agent.update(None, n_updates=3) == {}
+    agent.observe(Episode(0, np.zeros((4, 4)), np.ones(4) / 2, np.ones(4) / 2, 0.5))
+    before = [p.clone() for p in agent.qf1.parameters()]
+    stats = agent.update(None, n_updates=3)
+    assert stats and any(not torch.equal(a, b) for a, b in zip(before, agent.qf1.parameters(), strict=True))
 
 
 def test_state_round_trip_of_agent_buffer_and_context_gives_identical_continuation():

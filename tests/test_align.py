@@ -32,6 +32,14 @@ def half_plan(structure: Structure) -> tuple[Plan, dict[str, torch.Tensor]]:
     return plan, select_channels(structure, plan)
 
 
+def scale_free(layer, member) -> bool:
+    """A conv/linear/depthwise output read only by per-channel members of a layer that has a norm layer:
+    the norm undoes its scale, so the penalty leaves it out."""
+    has_norm = any(m.kind in ("batchnorm", "instancenorm") for m in layer.members)
+    writer = member.role == "out" and member.kind in ("conv", "linear", "depthwise")
+    return has_norm and writer and not member.mask_output
+
+
 def loop_penalty(structure: Structure, kept: dict[str, torch.Tensor]) -> float:
     """The penalty by an explicit loop over layers, removed channels and coupled parameters."""
     modules = dict(structure.model.named_modules())
@@ -42,6 +50,8 @@ def loop_penalty(structure: Structure, kept: dict[str, torch.Tensor]) -> float:
                 continue
             sq = 0.0
             for member in layer.members:
+                if scale_free(layer, member):
+                    continue
                 module = modules[member.module]
                 for local, root in zip(member.local, member.root, strict=True):
                     if root != c:
@@ -103,6 +113,8 @@ def removed_positions(structure: Structure, kept: dict) -> dict[str, torch.Tenso
         gone = torch.ones(layer.channels, dtype=torch.bool)
         gone[kept[layer.name]] = False
         for member in layer.members:
+            if scale_free(layer, member):
+                continue
             local = torch.tensor(member.local)[gone[torch.tensor(member.root)]]
             if member.role == "in":
                 removed[f"{member.module}.weight"][:, local] = True
@@ -211,6 +223,7 @@ def test_lambda_schedule() -> None:
     constant = AlignConfig(lam=3e-4, schedule="constant", ramp_epochs=4)
     assert [lambda_at(e, constant) for e in range(3)] == [3e-4] * 3
     assert AlignConfig().lam == 1e-4 and AlignConfig().schedule == "linear"
+    assert AlignConfig().target_ratio == 0.03
     for bad, key in (("lam=-1.0", "lam"), ("schedule=cosine", "schedule"), ("ramp_epochs=0", "ramp_epochs")):
         with pytest.raises(RlalError, match=f"search.align.{key}"):
             load_config(None, [f"search.align.{bad}"])
@@ -235,3 +248,60 @@ def test_plugs_into_train_one_epoch_as_the_regularizer() -> None:
     assert stats.reg_loss > 0
     assert stats.reg_loss == pytest.approx(1e-2 * before, rel=0.2)
     assert stats.images == 24
+
+
+def test_steering_reaches_the_target_ratio_that_a_fixed_small_lambda_misses() -> None:
+    """Cross-entropy pulls every channel back; a fixed lambda sized for another run length barely moves the
+    removed channels, while steering sizes lambda to the steps and the norms and follows the path."""
+    g = torch.Generator().manual_seed(0)
+    batches = [
+        (torch.randn(16, *SHAPE, generator=g), torch.randint(0, 10, (16,), generator=g)) for _ in range(80)
+    ]
+    runtime = Runtime(device=torch.device("cpu"), amp_dtype=None, channels_last=False)
+    ratios = {}
+    for steered in (False, True):
+        structure = zoo("resnet20")
+        model = structure.model
+        _, kept = half_plan(structure)
+        align = AlignmentRegularizer(structure, lam=1e-4)
+        align.set_plan(None, kept)
+        opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+        if steered:
+            align.steer(model, 0.03, steps=len(batches), lr=0.05, momentum=0.9)
+            assert align.lam > 1e-4  # sized to the steps and the norms
+        train_one_epoch(model, batches, opt, None, runtime, regularizer=align)
+        ratios[steered] = align.removed_kept_norm_ratio(model)
+    assert ratios[False] > 0.5
+    assert ratios[True] <= 0.05, ratios
+
+
+def test_steering_state_round_trips() -> None:
+    structure = zoo("resnet20")
+    _, kept = half_plan(structure)
+    align = AlignmentRegularizer(structure, lam=1e-3)
+    align.set_plan(None, kept)
+    align.steer(structure.model, 0.03, steps=10, lr=0.1, momentum=0.9)
+    align(structure.model)
+    state = align.state_dict()
+    other = AlignmentRegularizer(structure)
+    other.load_state_dict(state)
+    assert other.lam == align.lam and other.state_dict()["steer"] == state["steer"]
+    assert all(torch.equal(a, b) for a, b in zip(other.removed_masks, align.removed_masks, strict=True))
+    assert {k: v.tolist() for k, v in other.kept.items()} == {k: v.tolist() for k, v in kept.items()}
+
+
+@pytest.mark.parametrize("criterion", ["l1", "bn_scale", "random"])
+def test_set_plan_pushes_down_the_channels_the_configured_criterion_would_cut(criterion: str) -> None:
+    structure = zoo("resnet20")
+    with torch.no_grad():  # BN scales that disagree with the filter norms, so the criteria differ
+        for m in structure.model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.copy_(torch.rand(m.weight.shape, generator=torch.Generator().manual_seed(5)))
+    plan = Plan.from_keep_ratios(structure, 0.5)
+    align = AlignmentRegularizer(structure)
+    align.set_plan(plan, criterion=criterion)
+    expected = select_channels(structure, plan, criterion)
+    assert {k: v.tolist() for k, v in align.kept.items()} == {k: v.tolist() for k, v in expected.items()}
+    if criterion == "bn_scale":
+        l2 = select_channels(structure, plan, "l2")
+        assert any(l2[k].tolist() != expected[k].tolist() for k in expected)  # the test can tell them apart

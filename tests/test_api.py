@@ -22,7 +22,7 @@ TINY = [
     "train.progress=false", "optim.lr=0.05", "search.warmup_epochs=1", "search.search_epochs=2",
     "search.episodes_per_epoch=3", "search.final_window=2", "env.reward_batches=1", "agent.warmup_episodes=2",
     "agent.updates_per_epoch=4", "agent.batch_size=16", "agent.context.updates_per_epoch=4",
-    "search.align.lam=0.01",
+    "search.align.lam=0.01", "search.align_epochs=0",
 ]
 
 

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def test_the_harness_runs_each_method_and_tabulates_only_what_the_runs_wrote(fmnist_dir, tmp_path):  # noqa: F811
     config = tmp_path / "track.yaml"
     config.write_text("method: rlal\n")
-    overrides = [*joint_overrides(fmnist_dir), "train.epochs=4", "search.search_epochs=2",
+    overrides = [*joint_overrides(fmnist_dir), "train.epochs=5", "search.search_epochs=2",
                  "baseline.finetune_epochs=1"]
     runs, results = tmp_path / "runs", tmp_path / "results"
     log: list[str] = []
@@ -27,7 +27,8 @@ def test_the_harness_runs_each_method_and_tabulates_only_what_the_runs_wrote(fmn
                               runs, results, overrides, log=log.append)
 
     text = table.read_text()
-    rows = [line for line in text.splitlines() if line.startswith("| `")]
+    main_table = text.split("| method | what it is")[1].split("\n\n")[0]
+    rows = [line for line in main_table.splitlines() if line.startswith("| `")]
     assert [row.split("`")[1] for row in rows] == ["dense", "uniform", "magnitude", "rlal", "no-align"]
     for row in rows:
         method = row.split("`")[1]
@@ -36,9 +37,21 @@ def test_the_harness_runs_each_method_and_tabulates_only_what_the_runs_wrote(fmn
         assert (results / "tiny" / f"{method}-seed0.yaml").is_file()
     magnitude = json.loads((runs / "tiny" / "magnitude" / "seed-0" / "result.json").read_text())
     assert magnitude["dense_run"] == str(runs / "tiny" / "dense" / "seed-0")  # pruned the table's dense run
-    assert magnitude["epochs"] == 4 + 1
+    assert magnitude["epochs"] == 5 + 1
     assert load_config(runs / "tiny" / "no-align" / "seed-0" / "config.yaml").search.align.lam == 0
     assert (results / "tiny.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # beside the table: one record per run, the cut check of the joint runs, the paired differences
+    records = json.loads((results / "tiny.json").read_text())
+    methods = ["dense", "uniform", "magnitude", "rlal", "no-align"]
+    assert sorted(r["method"] for r in records) == sorted(methods)
+    rlal = next(r for r in records if r["method"] == "rlal")
+    uniform = next(r for r in records if r["method"] == "uniform")
+    assert rlal["cut"]["removed_kept_norm_ratio"] >= 0 and rlal["final_choice"]
+    assert uniform["cut"] is None
+    assert f"| `rlal` − `uniform` | 0 | {rlal['test_acc'] - uniform['test_acc']:+.2f} |" in text
+    cut_rows = [line for line in text.splitlines() if line.startswith("| `rlal` | 0 |")]
+    assert len(cut_rows) == 1 and rlal["final_choice"] in cut_rows[0]
 
     log.clear()  # a second invocation with one more seed runs only the new runs
     run_quality_bench(config, "tiny", ["dense", "uniform"], [0, 1], runs, results, overrides, log=log.append)
@@ -50,6 +63,7 @@ def test_the_harness_runs_each_method_and_tabulates_only_what_the_runs_wrote(fmn
     dense_row = next(line for line in table.splitlines() if "`dense`" in line)
     assert "±" in dense_row and "0,1" in dense_row
     assert "`rlal`" in table and "`no-align`" in table  # rows of the earlier invocation stay
+    assert "| `uniform` − `dense` | 0,1 |" in table
 
 
 def test_unknown_methods_and_bad_seeds_are_one_line_errors():

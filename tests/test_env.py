@@ -51,11 +51,15 @@ def plain_structure() -> Structure:
     return find_layers(PlainNet(), (3, 16, 16))
 
 
+WALL: dict[str, object] = {"action_mode": "wall", "min_keep_ratio": 0.1}
+"""The paper's absolute actions with AMC's wall (most tests here are about the wall)."""
+
 # (structure factory, EnvConfig overrides, target of the random-policy run)
 MODELS: dict[str, tuple[Callable[[], Structure], dict[str, object]]] = {
-    "resnet56": (lambda: zoo_structure("resnet56"), {"target_macs": 0.5}),
-    "mobilenetv2-cifar": (lambda: zoo_structure("mobilenetv2-cifar"), {"target_macs": 0.3, "round_to": 8}),
-    "plain": (plain_structure, {"target_macs": 0.4, "round_to": 4, "min_keep_ratio": 0.2}),
+    "resnet56": (lambda: zoo_structure("resnet56"), {**WALL, "target_macs": 0.5}),
+    "mobilenetv2-cifar": (lambda: zoo_structure("mobilenetv2-cifar"),
+                          {**WALL, "target_macs": 0.3, "round_to": 8}),
+    "plain": (plain_structure, {**WALL, "target_macs": 0.4, "round_to": 4, "min_keep_ratio": 0.2}),
 }
 
 
@@ -117,7 +121,7 @@ def test_keep_everything_policy_lands_just_below_the_target(name: str, target: f
 
 def test_wall_takes_the_largest_count_that_keeps_the_target_reachable() -> None:
     structure = plain_structure()
-    env = PruningEnv(structure, EnvConfig(target_macs=0.35, round_to=1))
+    env = PruningEnv(structure, EnvConfig(**WALL, target_macs=0.35, round_to=1))
     budget = env.budget
     rng = np.random.default_rng(1)
     clipped = 0
@@ -157,6 +161,75 @@ def test_action_maps_to_keep_counts_as_documented() -> None:
         assert max(counts) == layer.channels and min(counts) >= 8
 
 
+# --- relative actions (the default) ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_relative_episodes_land_on_the_budget_and_never_starve_a_layer(name: str) -> None:
+    factory, overrides = MODELS[name]
+    structure = factory()
+    cfg = EnvConfig(**{**overrides, "action_mode": "relative", "min_keep_ratio": 0.2})
+    env = PruningEnv(structure, cfg)
+    budget, rng = env.budget, np.random.default_rng(3)
+    floor = np.array([counts[0] for counts in budget.allowed])
+    for i in range(40):
+        power = 1.0 if i % 2 == 0 else 0.15  # some episodes ask to keep nearly everything
+        episode = run(env, lambda t, power=power: rng.random() ** power)
+        keep = env.plan_of(episode).array()
+        assert episode.macs <= budget.target_macs
+        assert np.all(keep >= floor)
+    macs = np.array([e.macs for e in env.history])
+    # every episode spends nearly the whole budget (the plain net's few, 4-rounded channels are coarse steps)
+    assert macs.min() >= (0.8 if name == "plain" else 0.95) * budget.target_macs
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_relative_actions_at_one_half_propose_the_uniform_plan(name: str) -> None:
+    factory, overrides = MODELS[name]
+    env = PruningEnv(factory(), EnvConfig(**{**overrides, "action_mode": "relative", "min_keep_ratio": 0.2}))
+    episode = run(env, lambda t: 0.5)
+    assert env.plan_of(episode).keep == env.uniform_plan.keep
+    np.testing.assert_array_equal(episode.actions, np.full(env.num_layers, 0.5, dtype=np.float32))
+
+
+def test_relative_actions_tilt_layers_in_the_direction_asked() -> None:
+    structure = zoo_structure("resnet56")
+    env = PruningEnv(structure, EnvConfig(target_macs=0.5))
+    first_half = len(structure) // 2
+    episode = run(env, lambda t: 1.0 if t < first_half else 0.0)
+    keep = env.plan_of(episode).array() / structure.channels
+    assert keep[:first_half].mean() > env.uniform_ratio > keep[first_half:].mean()
+
+
+class _Stub:
+    """A scorer whose accuracy is the mean keep ratio of the plan (and counts its calls)."""
+
+    def __init__(self, structure: Structure) -> None:
+        self.channels, self.calls = structure.channels, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        pass
+
+    def score(self, plan) -> float:
+        self.calls += 1
+        return float(np.mean(plan.array() / self.channels))
+
+
+def test_vs_uniform_reward_is_the_accuracy_minus_the_uniform_plans_on_the_same_weights() -> None:
+    structure = plain_structure()
+    stub = _Stub(structure)
+    env = PruningEnv(structure, EnvConfig(target_macs=0.5), scorer=stub)
+    env.set_epoch(0)
+    uniform = stub.score(env.uniform_plan)
+    assert env.uniform_reward == pytest.approx(uniform)
+    episode = run(env, lambda t: 0.9 if t == 0 else 0.3)
+    assert episode.reward == pytest.approx(stub.score(env.plan_of(episode)) - uniform)
+    assert run(env, lambda t: 0.5).reward == pytest.approx(0.0)
+    raw = PruningEnv(structure, EnvConfig(target_macs=0.5, reward="accuracy"), scorer=_Stub(structure))
+    raw.set_epoch(0)
+    assert run(raw, lambda t: 0.5).reward == pytest.approx(uniform)
+
+
 # --- infeasible targets ---------------------------------------------------------------------------------
 
 
@@ -165,19 +238,19 @@ def test_infeasible_targets_fail_at_construction_with_the_feasible_range() -> No
     dense = structure.cost.dense_macs
     feasible = r"feasible targets lie in \[0\.1094, 1\) .* or in \[13,755,008, 125,747,840\) MACs"
     with pytest.raises(RlalError, match=feasible):
-        PruningEnv(structure, EnvConfig(target_macs=0.05))
+        PruningEnv(structure, EnvConfig(**WALL, target_macs=0.05))
     for target in (1.0, float(dense), 2.0 * dense):
         with pytest.raises(RlalError, match="nothing to prune"):
-            PruningEnv(structure, EnvConfig(target_macs=target))
+            PruningEnv(structure, EnvConfig(**WALL, target_macs=target))
     smallest = Budget(structure, 0.5).min_macs
     with pytest.raises(RlalError, match="below the smallest sub-network"):
-        PruningEnv(structure, EnvConfig(target_macs=float(smallest - 1)))
-    env = PruningEnv(structure, EnvConfig(target_macs=float(smallest)))  # the bound itself is feasible
+        PruningEnv(structure, EnvConfig(**WALL, target_macs=float(smallest - 1)))
+    env = PruningEnv(structure, EnvConfig(**WALL, target_macs=float(smallest)))  # the bound is feasible
     assert run(env, lambda t: 1.0).macs == smallest
     with pytest.raises(RlalError, match=r"min_keep_ratio=0\.5"):
-        PruningEnv(structure, EnvConfig(target_macs=0.3, min_keep_ratio=0.5))
+        PruningEnv(structure, EnvConfig(**{**WALL, "target_macs": 0.3, "min_keep_ratio": 0.5}))
     with pytest.raises(RlalError, match="policy"):
-        PruningEnv(structure, EnvConfig(policy="all"))
+        PruningEnv(structure, EnvConfig(**WALL, policy="all"))
 
 
 # --- episodes, determinism, records ----------------------------------------------------------------------
@@ -198,7 +271,7 @@ def test_same_actions_give_the_same_episode() -> None:
 
 def test_episode_protocol_misuse_and_records() -> None:
     structure = plain_structure()
-    env = PruningEnv(structure, EnvConfig(target_macs=0.5))
+    env = PruningEnv(structure, EnvConfig(**WALL, target_macs=0.5))
     with pytest.raises(RuntimeError):
         env.step(0.5)
     env.reset()

@@ -133,7 +133,7 @@ def test_scoring_leaves_the_training_model_exactly_as_it_was() -> None:
     train = random_batches(2, 8, seed=3)
     env = PruningEnv(
         structure,
-        EnvConfig(target_macs=0.5),
+        EnvConfig(target_macs=0.5, reward="accuracy"),
         SubnetScorer(structure, random_batches(1, 8, seed=4), CPU, train=train, bn_recalibration_batches=2),
     )
     rewards = [random_episode(env, seed).reward for seed in range(3)]
@@ -165,7 +165,7 @@ def test_recalibration_really_reestimates_and_then_restores() -> None:
 def test_importance_is_scored_once_per_epoch() -> None:
     structure = resnet20()
     scorer = SubnetScorer(structure, random_batches(1, 4, seed=6), CPU)
-    env = PruningEnv(structure, EnvConfig(target_macs=0.5), scorer)
+    env = PruningEnv(structure, EnvConfig(target_macs=0.5, reward="accuracy"), scorer)
     scores = scorer.scores
     random_episode(env, 0)
     random_episode(env, 1)
@@ -213,7 +213,7 @@ def test_reward_of_a_briefly_trained_model_is_an_accuracy_in_unit_interval() -> 
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     train_one_epoch(model, train, optimizer, None, CPU)
     structure = find_layers(model, (3, 16, 16))
-    cfg = EnvConfig(target_macs=0.6, bn_recalibration_batches=2, reward_batches=None)
+    cfg = EnvConfig(target_macs=0.6, bn_recalibration_batches=2, reward_batches=None, reward="accuracy")
     test = ListLoader([])  # make_env must never touch the test split
     data = Data(dataset_spec("cifar10"), ("a", "b", "c", "d"), "generated", train, reward, test)
     env = make_env(structure, cfg, data, CPU)
@@ -251,7 +251,8 @@ def test_nan_or_constant_rewards_are_logged_as_warnings(caplog: pytest.LogCaptur
     structure = find_layers(TinyNet(), (3, 16, 16))
     nan = float("nan")
     env = PruningEnv(
-        structure, EnvConfig(target_macs=0.6), FixedScorer([0.3, 0.5, 0.4, 0.7, 0.7, 0.7, nan, 0.2])
+        structure, EnvConfig(target_macs=0.6, reward="accuracy"),
+        FixedScorer([0.3, 0.5, 0.4, 0.7, 0.7, 0.7, nan, 0.2]),
     )
     caplog.set_level(logging.WARNING, logger="rlal.env")
     for epoch, episodes in enumerate([3, 3, 2]):

@@ -18,7 +18,7 @@ from rlal.train.joint import fit_joint
 
 def joint_config(data_dir, *extra: str):
     return small_config(
-        data_dir, "method=rlal", "train.epochs=4", "search.warmup_epochs=1", "search.search_epochs=2",
+        data_dir, "method=rlal", "train.epochs=5", "search.warmup_epochs=1", "search.search_epochs=2",
         "search.episodes_per_epoch=4", "search.final_window=2", "env.target_macs=0.5",
         "env.reward_batches=1", "data.eval_batch_size=100", "agent.warmup_episodes=2",
         "agent.updates_per_epoch=8", "agent.batch_size=16", "agent.context.updates_per_epoch=8",
@@ -35,15 +35,22 @@ def test_joint_run_meets_the_target_and_the_cut_equals_the_masked_model(fmnist_d
     assert result.params < result.dense_params
 
     records = read_metrics(tmp_path / "run" / "metrics.jsonl")
-    assert [r["phase"] for r in records] == ["warm-up", "search", "search", "cut", "fine-tune"]
+    phases = ["warm-up", "search", "search", "final-choice", "align", "cut", "fine-tune"]
+    assert [r["phase"] for r in records] == phases
     search = [r for r in records if r["phase"] == "search"]
     assert all(len(r["episode_rewards"]) == 4 for r in search)
     assert all(r["selected_macs"] <= 0.5 * result.dense_macs for r in search)
-    assert search[1]["align_loss"] > 0  # aligned to the plan chosen after the first search epoch
-    assert all(r["decoder_loss"] is not None for r in search)
+    assert all(r["align_loss"] > 0 for r in search)  # the first search epoch is aligned too
+    assert all(r["decoder_loss"] is not None and r["decoder_heldout_mse"] is not None for r in search)
+    choice = next(r for r in records if r["phase"] == "final-choice")
+    sources = [c["source"] for c in choice["candidates"]]
+    assert sources[0] == "uniform" and choice["chosen"] in sources
+    chosen = next(c for c in choice["candidates"] if c["source"] == choice["chosen"])
+    assert chosen["plan"] == result.plan.to_dict()
+    align = next(r for r in records if r["phase"] == "align")
     at_cut = next(r for r in records if r["phase"] == "cut")
     assert abs(at_cut["masked_test_acc"] - at_cut["cut_test_acc"]) <= 0.1
-    assert at_cut["removed_kept_norm_ratio"] < 1.0  # alignment pulled the removed channels down
+    assert at_cut["removed_kept_norm_ratio"] == align["removed_kept_norm_ratio"] < 0.9  # pulled down
     assert 0 <= at_cut["cut_test_acc_bn_recalibrated"] <= 100
 
     saved = json.loads((tmp_path / "run" / "result.json").read_text())
@@ -61,7 +68,7 @@ def test_joint_run_meets_the_target_and_the_cut_equals_the_masked_model(fmnist_d
 
 
 def test_same_seed_gives_the_same_joint_run_on_cpu(fmnist_dir, tmp_path):  # noqa: F811
-    config = joint_config(fmnist_dir, "search.search_epochs=1", "train.epochs=3", "search.final_window=1")
+    config = joint_config(fmnist_dir, "search.search_epochs=1", "train.epochs=4", "search.final_window=1")
     a = fit_joint(config, tmp_path / "a")
     b = fit_joint(config, tmp_path / "b")
     assert a.plan == b.plan and a.test_acc == b.test_acc
@@ -78,7 +85,8 @@ def test_train_command_runs_the_method(fmnist_dir, tmp_path, capsys):  # noqa: F
                  "--set", "data.reward_size=100", "--set", "train.progress=false", "--set", "train.epochs=3",
                  "--set", "search.warmup_epochs=1", "--set", "search.search_epochs=1",
                  "--set", "search.episodes_per_epoch=2", "--set", "env.reward_batches=1",
-                 "--set", "data.train_subset=128", "--set", "agent.updates_per_epoch=2"])
+                 "--set", "data.train_subset=128", "--set", "agent.updates_per_epoch=2",
+                 "--set", "search.align_epochs=0"])
     assert code == 0, capsys.readouterr().err
     assert "of the dense MACs" in capsys.readouterr().out
 
@@ -86,7 +94,7 @@ def test_train_command_runs_the_method(fmnist_dir, tmp_path, capsys):  # noqa: F
 def test_demo_prunes_and_prints_dense_vs_pruned(fmnist_dir, tmp_path, capsys):  # noqa: F811
     out = tmp_path / "demo"
     code = main(["demo", "--data-dir", str(fmnist_dir), "--out", str(out),
-                 "--set", "data.reward_size=100", "--set", "data.train_subset=128", "--set", "train.epochs=3",
+                 "--set", "data.reward_size=100", "--set", "data.train_subset=128", "--set", "train.epochs=4",
                  "--set", "search.warmup_epochs=1", "--set", "search.search_epochs=1",
                  "--set", "search.final_window=1", "--set", "search.episodes_per_epoch=2",
                  "--set", "env.reward_batches=1", "--set", "env.bn_recalibration_batches=1",

@@ -31,11 +31,12 @@ TIMING = {"train_seconds", "train_images_per_s", "seconds"}
 
 
 def joint_overrides(data_dir: Path) -> list[str]:
-    """A tiny joint run of 6 epochs: warm-up 1, search 3 (the cut ends epoch 4), fine-tune 2."""
+    """A tiny joint run of 7 epochs: warm-up 1, search 3 (the final choice ends epoch 4), align 1 (the cut
+    ends epoch 5), fine-tune 2."""
     return [
         "method=rlal", "model.name=resnet20", "data.dataset=fashion-mnist", f"data.data_dir={data_dir}",
         "data.reward_size=100", "data.batch_size=64", "data.download=false", "data.train_subset=256",
-        "data.augment=false", "data.eval_batch_size=100", "train.epochs=6", "train.device=cpu",
+        "data.augment=false", "data.eval_batch_size=100", "train.epochs=7", "train.device=cpu",
         "train.progress=false", "train.threads=1", "optim.lr=0.05", "search.warmup_epochs=1",
         "search.search_epochs=3", "search.episodes_per_epoch=3", "search.final_window=2",
         "env.target_macs=0.5", "env.reward_batches=1", "agent.warmup_episodes=2", "agent.updates_per_epoch=4",
@@ -77,7 +78,10 @@ def joint_reference(fmnist_dir, tmp_path_factory):  # noqa: F811
     return result, out
 
 
-@pytest.mark.parametrize("stop_after", [1, 3, 4, 5], ids=["warm-up", "search", "cut", "fine-tune"])
+STOPS = {"warm-up": 1, "search-1": 2, "search": 3, "choice": 4, "cut": 5, "fine-tune": 6}
+
+
+@pytest.mark.parametrize("stop_after", list(STOPS.values()), ids=list(STOPS))
 def test_a_joint_run_stopped_after_any_epoch_resumes_to_the_uninterrupted_result(
     fmnist_dir, joint_reference, tmp_path, monkeypatch, stop_after  # noqa: F811
 ):

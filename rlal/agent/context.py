@@ -79,6 +79,17 @@ class EpochContext:
         z = self.z_all(int(idx.max()))[idx]
         return self.net.decoder(torch.cat([keep, z], dim=1)).squeeze(1)
 
+    def mse(self, episodes: Sequence[Episode]) -> float:
+        """Reward-prediction MSE on ``episodes`` without fitting them: called on a new epoch's episodes
+        before :meth:`fit`, it is a held-out check (the fit's own loss can be memorisation). NaN if none."""
+        if not episodes:
+            return float("nan")
+        keep = torch.as_tensor(np.stack([e.keep for e in episodes]), dtype=torch.float32)
+        epochs = torch.as_tensor([e.epoch for e in episodes], dtype=torch.int64)
+        rewards = torch.as_tensor([e.reward for e in episodes], dtype=torch.float32)
+        with torch.no_grad():
+            return F.mse_loss(self.predict(keep, epochs), rewards).item()
+
     def fit(self, episodes: Sequence[Episode], n_updates: int | None = None) -> float:
         """Full-batch Adam steps of reward-prediction MSE on ``episodes`` (all those observed so far).
 

@@ -5,9 +5,12 @@ twin soft Q critics with Polyak-averaged targets, and automatic tuning of the en
 What the paper adds: actor and critics read [state, z_t], and z is looked up for each sampled
 transition's own epoch from the *current* context model (the buffer stores epoch indices, not z).
 
-Credit assignment follows AMC: the episode's final reward is given to every step, with discount 1, so
-the critic at layer l regresses on "the final reward of episodes that chose this keep ratio here" plus
-the value of the layers after it. ``sac-no-dynamics`` is the same agent with z absent (zero width).
+Credit assignment (``agent.credit``, ``agent.gamma``): by default every layer is paid the episode's final
+reward and nothing is bootstrapped (discount 0), so every layer's critic estimates the same thing, the
+expected final reward given its state and action, and the entropy term weighs the same at every layer.
+AMC's literal form (``every-step`` with discount 1) also adds the value of the later layers, so a layer's
+Q grows with the number of layers left; ``terminal`` pays only the last layer.
+``sac-no-dynamics`` is the same agent with z absent (zero width).
 All networks live on the CPU: they are tiny, and moving a batch to an accelerator costs more than it saves.
 """
 
@@ -135,7 +138,8 @@ class SACAgent:
     # --- learning -----------------------------------------------------------------------------------
 
     def observe(self, episode: Episode) -> None:
-        """Push the episode's L transitions, each credited with the episode's (baselined) final reward."""
+        """Push the episode's L transitions; the (baselined) final reward is paid at the last layer, or at
+        every layer with ``credit="every-step"``."""
         reward = episode.reward
         if self.cfg.reward_baseline == "moving-average":
             if self.baseline is None:
@@ -148,7 +152,8 @@ class SACAgent:
         for layer in range(len(actions)):
             done = layer == last
             next_state = np.zeros_like(states[layer]) if done else states[layer + 1]
-            self.replay.add(states[layer], actions[layer], reward, next_state, done, episode.epoch)
+            paid = reward if done or self.cfg.credit == "every-step" else 0.0
+            self.replay.add(states[layer], actions[layer], paid, next_state, done, episode.epoch)
         self.episodes_seen += 1
 
     def update(self, context: EpochContext | None, n_updates: int | None = None) -> dict[str, float]:
@@ -159,12 +164,14 @@ class SACAgent:
         every sampled batch; it is detached: the SAC losses never move the context model.
         """
         n_updates = self.cfg.updates_per_epoch if n_updates is None else n_updates
-        if n_updates == 0 or len(self.replay) < self.cfg.batch_size:
+        if n_updates == 0 or len(self.replay) == 0:
             return {}
+        # A few episodes of a small net hold fewer transitions than a batch: learn from them anyway.
+        batch_size = min(self.cfg.batch_size, len(self.replay))
         z_table = self._z_table(context)
         totals: dict[str, float] = {}
         for _ in range(n_updates):
-            batch = self.replay.sample(self.cfg.batch_size)
+            batch = self.replay.sample(batch_size)
             stats = self.sac_step(batch, z_table[batch.epochs])
             for key, value in stats.items():
                 totals[key] = totals.get(key, 0.0) + value

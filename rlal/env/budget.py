@@ -25,6 +25,19 @@ its input channels, so costs are bilinear between neighbouring layers (VGG) and 
 A clip lands just under the target: one allowed step more at that layer would exceed it. A policy that
 keeps everything therefore ends within a fraction of a percent below the target; an episode only ends far
 below it when the agent itself chose to prune more.
+
+**Relative actions** (``env.action_mode: relative``, the default). The wall starves the last layers:
+whatever the early layers overspend, the late ones pay, down to the floor. Instead, each action tilts its
+layer away from the uniform allocation ``u`` (the largest keep ratio common to every layer that fits the
+target, :meth:`Budget.uniform_plan`)::
+
+    preference  p_l = u * action_range ** (2 * a_l - 1)      (a = 0.5: exactly u)
+    keep ratio  r_l = clip(s * p_l, min_keep_ratio, 1)
+    keep count  k_l = the allowed count nearest to r_l * C_l
+
+with one common scale ``s``, the largest whose plan fits the target (:meth:`Budget.on_budget`, a bisection:
+the cost is monotone in ``s``). So every episode lands on the budget, no layer falls below the floor, and
+an agent that has learned nothing (every action 0.5) proposes the uniform plan.
 """
 
 from __future__ import annotations
@@ -34,7 +47,7 @@ import math
 import numpy as np
 
 from rlal.errors import RlalError
-from rlal.structure import Structure
+from rlal.structure import Plan, Structure
 from rlal.structure.trace import model_label
 
 
@@ -78,6 +91,58 @@ class Budget:
             return int(counts[-1])
         below, above = counts[i - 1], counts[i]
         return int(above if above - raw <= raw - below + 1e-9 else below)  # halves up, as Plan does
+
+    def nearest_counts(self, ratios: np.ndarray) -> np.ndarray:
+        """Per layer, the allowed count nearest to ``ratios[l] * channels`` (halves up), as :meth:`count`."""
+        counts = np.empty(len(self.allowed), dtype=np.int64)
+        for layer, (allowed, ratio) in enumerate(zip(self.allowed, ratios, strict=True)):
+            raw = float(ratio) * self.structure.layers[layer].channels
+            i = int(np.searchsorted(allowed, raw))
+            if i == 0 or i == len(allowed):
+                counts[layer] = allowed[min(i, len(allowed) - 1)]
+                continue
+            below, above = allowed[i - 1], allowed[i]
+            counts[layer] = above if above - raw <= raw - below + 1e-9 else below
+        return counts
+
+    def on_budget(self, preference: np.ndarray) -> np.ndarray:
+        """Keep counts ``nearest_counts(clip(s * preference, min_keep_ratio, 1))`` for the largest common
+        scale ``s`` whose sub-network fits the target (relative actions; see the module docstring)."""
+        preference = np.maximum(np.asarray(preference, dtype=np.float64), 1e-9)
+
+        def counts_at(scale: float) -> np.ndarray:
+            return self.nearest_counts(np.clip(scale * preference, self.min_keep_ratio, 1.0))
+
+        low, high = 0.0, 1.0 / preference.min()  # every layer at its floor / every layer whole
+        if self.cost.macs(counts_at(high)) <= self.target_macs:  # cannot happen below the dense MACs
+            return counts_at(high)
+        for _ in range(50):  # the counts are a step function of the scale: 2^-50 is far below one step
+            middle = (low + high) / 2
+            fits = self.cost.macs(counts_at(middle)) <= self.target_macs
+            low, high = (middle, high) if fits else (low, middle)
+        return counts_at(low)
+
+    def uniform_plan(self) -> tuple[Plan, float]:
+        """The plan of the uniform baseline and its ratio: the largest keep ratio ``r`` whose plan
+        ``Plan.from_keep_ratios(structure, r)`` (every layer keeps ``round(r * channels)``, rounded to
+        ``round_to``) meets the target; ``r`` is searched by bisection on ``[min_keep_ratio, 1]``."""
+
+        def plan_at(ratio: float) -> Plan:
+            return Plan.from_keep_ratios(self.structure, ratio, round_to=self.round_to)
+
+        def fits(ratio: float) -> bool:
+            return self.cost.of(plan_at(ratio))[0] <= self.target_macs
+
+        low, high = self.min_keep_ratio, 1.0
+        if not fits(low):
+            raise RlalError(
+                f"no keep ratio common to every layer meets env.target_macs ({self.target_macs:,} MACs): "
+                f"even env.min_keep_ratio={low:g} in every layer costs {self.cost.of(plan_at(low))[0]:,} MACs"
+            )
+        for _ in range(40):  # 2^-40: far below one channel of any layer
+            middle = (low + high) / 2
+            low, high = (middle, high) if fits(middle) else (low, middle)
+        return plan_at(low), low
 
     def action_of(self, layer: int, count: int) -> float:
         """An action that maps to ``count`` at ``layer`` (its keep ratio rescaled onto [0, 1], clipped)."""

@@ -1,10 +1,12 @@
 """The pruning environment: one episode walks the prunable layers input -> output, one action per layer.
 
 At layer ``t`` the agent sees the state below and answers with an action ``a_t`` in [0, 1], which becomes
-the layer's keep count (see :mod:`rlal.env.budget` for the mapping and for the action wall that keeps the
-MACs budget reachable). After the last layer the sub-network is priced and, when the environment has a
-scorer, scored: the reward is its top-1 accuracy on the reward split, a fraction in [0, 1]
-(:mod:`rlal.env.reward`).
+the layer's keep count (see :mod:`rlal.env.budget` for the two mappings, ``env.action_mode``: relative
+actions put on the budget by one common scale after the last layer, or the paper's absolute actions with
+the action wall). After the last layer the sub-network is priced and, when the environment has a scorer,
+scored on the reward split (:mod:`rlal.env.reward`): the reward is its top-1 accuracy as a fraction in
+[0, 1] (``env.reward: accuracy``) or that minus the uniform plan's accuracy on the same weights and
+batches (``vs-uniform``, the default; the uniform plan is scored once per epoch in :meth:`set_epoch`).
 
 State of layer ``t`` (``STATE_FEATURES``; every entry in [0, 1]; AMC's table, He et al. 2018, Sec. 3.2,
 without the feature-map size, which the layer's MACs already carry):
@@ -28,7 +30,8 @@ without the feature-map size, which the layer's MACs already carry):
 
 Features 0-7 are static (computed once); 8-11 depend on the episode so far. ``removed`` and ``to_remove``
 price the keep vector "layers before t as chosen, the rest dense" with the exact cost model, so the effect
-of a layer's pruning on the input side of the next layer is counted.
+of a layer's pruning on the input side of the next layer is counted. With relative actions a layer's
+count "as chosen" is its preference before the common scale (the scale is known only at the end).
 
 Every finished episode is recorded in ``env.history`` as an :class:`~rlal.agent.Episode` (epoch, states,
 applied actions, keep ratios, reward, MACs); :meth:`PruningEnv.history_records` gives plain JSON data.
@@ -92,6 +95,10 @@ class PruningEnv:
         self.cfg = cfg
         self.scorer = scorer
         self.budget = Budget(structure, cfg.target_macs, cfg.min_keep_ratio, cfg.round_to)
+        self.uniform_plan, self.uniform_ratio = self.budget.uniform_plan()
+        """The uniform baseline's plan: relative actions tilt away from it, ``vs-uniform`` rewards beat it."""
+        self.uniform_reward = float("nan")
+        """The uniform plan's accuracy on the current epoch's weights (``vs-uniform``; set in set_epoch)."""
         self.num_layers = len(structure)
         self.epoch = 0
         self.history: list[Episode] = []
@@ -105,12 +112,19 @@ class PruningEnv:
         self._layer = self.num_layers  # no episode in progress
         self._states: list[np.ndarray] = []
         self._actions: list[float] = []
+        self._preference = np.ones(self.num_layers)
+
+    @property
+    def relative(self) -> bool:
+        """Whether actions are relative to the uniform allocation (``env.action_mode: relative``)."""
+        return self.cfg.action_mode == "relative"
 
     # --- the episode --------------------------------------------------------------------------------
 
     def reset(self) -> np.ndarray:
         """Start an episode at layer 0 (every layer dense); return its state."""
         self._keep = self.structure.channels.copy()
+        self._preference = np.ones(self.num_layers)
         self._layer = 0
         self._states, self._actions = [], []
         return self._observe()
@@ -124,11 +138,17 @@ class PruningEnv:
         if not math.isfinite(action):
             raise ValueError(f"action for layer {t} is {action}, not a number in [0, 1]")
         action = min(max(float(action), 0.0), 1.0)
-        wanted = self.budget.count(t, action)
-        count = self.budget.wall(self._keep, t, wanted)
-        self._keep[t] = count
-        # The record holds the action as applied (AMC): what the agent learns is what the network got.
-        self._actions.append(action if count == wanted else self.budget.action_of(t, count))
+        if self.relative:  # the preference; finish() scales every layer onto the budget at once
+            self._preference[t] = self.uniform_ratio * self.cfg.action_range ** (2.0 * action - 1.0)
+            ratio = min(max(self._preference[t], self.budget.min_keep_ratio), 1.0)
+            self._keep[t] = self.budget.nearest_counts(np.full(self.num_layers, ratio))[t]
+            self._actions.append(action)
+        else:
+            wanted = self.budget.count(t, action)
+            count = self.budget.wall(self._keep, t, wanted)
+            self._keep[t] = count
+            # The record holds the action as applied (AMC): what the agent learns is what the network got.
+            self._actions.append(action if count == wanted else self.budget.action_of(t, count))
         self._layer = t + 1
         if self._layer == self.num_layers:
             return None, True
@@ -138,11 +158,13 @@ class PruningEnv:
         """After the last step: price (and score) the sub-network, record and return the episode."""
         if self._layer != self.num_layers or len(self._actions) != self.num_layers:
             raise RuntimeError("finish() before the episode is done")
+        if self.relative:
+            self._keep = self.budget.on_budget(self._preference)
         macs = int(self.budget.cost.macs(self._keep))
-        if macs > self.budget.target_macs:  # the wall guarantees this never happens
+        if macs > self.budget.target_macs:  # the wall and on_budget guarantee this never happens
             raise RuntimeError(f"episode exceeds the budget: {macs} > {self.budget.target_macs} MACs (a bug)")
         plan = self.plan_of(self._keep)
-        reward = float("nan") if self.scorer is None else float(self.scorer.score(plan))
+        reward = float("nan") if self.scorer is None else self.score(plan)
         episode = Episode(
             epoch=self.epoch,
             states=np.stack(self._states),
@@ -154,6 +176,15 @@ class PruningEnv:
         self.history.append(episode)
         self._states, self._actions = [], []  # a second finish() needs a new episode
         return episode
+
+    def score(self, plan: Plan) -> float:
+        """The reward of ``plan`` on the current weights (``env.reward``); NaN without a scorer."""
+        if self.scorer is None:
+            return float("nan")
+        accuracy = float(self.scorer.score(plan))
+        if self.cfg.reward == "vs-uniform":
+            return accuracy - self.uniform_reward
+        return accuracy
 
     def _observe(self) -> np.ndarray:
         """The state of the current layer (see the table in the module docstring); recorded too."""
@@ -176,6 +207,8 @@ class PruningEnv:
         self.epoch = epoch
         if self.scorer is not None:
             self.scorer.set_epoch(epoch)
+            if self.cfg.reward == "vs-uniform":
+                self.uniform_reward = float(self.scorer.score(self.uniform_plan))
 
     def check_epoch_rewards(self, epoch: int) -> list[str]:
         """Warn (logger ``rlal.env``) when an episode of ``epoch`` has a NaN reward, or when every episode
@@ -210,6 +243,7 @@ class PruningEnv:
         """The episodes seen and the epoch stamp, as checkpointable tensors (the rest is rebuilt)."""
         return {
             "epoch": self.epoch,
+            "uniform_reward": self.uniform_reward,
             "checked_epochs": sorted(self._checked_epochs),
             "history": [
                 {
@@ -223,6 +257,7 @@ class PruningEnv:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.epoch = state["epoch"]
+        self.uniform_reward = state.get("uniform_reward", float("nan"))
         self._checked_epochs = set(state["checked_epochs"])
         self.history = [
             Episode(epoch=e["epoch"], states=e["states"].numpy(), actions=e["actions"].numpy(),

@@ -7,9 +7,11 @@ selection and estimation in regression with grouped variables")::
 
     R(theta) = lam * sum_layers sum_{c removed} || theta_c ||_2
 
-where ``theta_c`` is *every* parameter slice that :func:`rlal.structure.cut` would delete with channel
-``c``: the filter of each conv/linear layer writing it (and its bias), its depthwise filter (and bias), its
-BN/InstanceNorm scale and shift, its PReLU slope, and the input slice of every conv/linear layer reading it.
+where ``theta_c`` is every parameter slice that :func:`rlal.structure.cut` would delete with channel ``c``
+*and that changes the output*: its BN/InstanceNorm scale and shift, its PReLU slope, the input slice of
+every conv/linear layer reading it, and the filter (and bias) of each conv/linear/depthwise layer writing it
+unless that output only feeds per-channel members of the layer in a group with a norm layer: a norm
+rescales its input, so shrinking the filter in front of it would cost penalty and change nothing.
 The norm is not squared, so the penalty drives whole groups to exactly zero (like the lasso for scalars)
 instead of merely shrinking them; once a removed channel's group is zero, cutting it changes nothing.
 
@@ -17,10 +19,21 @@ Usage in the joint loop::
 
     align = AlignmentRegularizer(structure)
     ...
-    align.set_plan(plan, select_channels(structure, plan))
+    align.set_plan(plan, criterion=env.criterion)         # the channels the cut would drop
     align.lam = lambda_at(epoch, align_cfg)
     train_one_epoch(model, data.train, opt, sched, runtime, regularizer=align)
     log(removed_kept_ratio=align.removed_kept_norm_ratio(model))
+
+**Steering** (:meth:`AlignmentRegularizer.steer`). How far a fixed ``lam`` pulls depends on the number of
+steps, the learning rate and the channels' norms, so no one value suits a 6-epoch CPU run and a 200-epoch
+GPU one. For the frozen-plan epochs before the cut, the weight is instead sized and then steered. Sized: a
+removed group's norm falls by about ``lr * lam / (1 - momentum)`` per SGD step from the penalty alone, so
+``lam = mean removed norm * (1 - momentum) / (lr * 0.8 * steps)`` would bring it to zero at 80% of the
+steps if nothing pulled back. Steered: every step, the removed/kept norm ratio should follow a geometric
+path from its value at the start to ``target_ratio``, reached at 80% of the steps (the rest consolidates);
+``lam`` is multiplied by 1.1 at every step the ratio is above the path and divided by 1.1 at every step it
+is below, so the cross-entropy's pull back is answered whatever its size. A hand-written controller,
+because it is part of the method (alignment must reach the cut), not a general training utility.
 
 The grouping is taken from each layer's :class:`~rlal.structure.GroupMember` list, exactly what
 ``importance.py`` sums for the ``"l2"`` criterion and what ``surgery.py`` cuts, plus the biases (a removed
@@ -31,6 +44,7 @@ per coupled tensor and one ``sqrt`` over all removed channels, never a Python lo
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -39,7 +53,7 @@ from torch import nn
 
 from rlal.config import AlignConfig
 from rlal.errors import RlalError
-from rlal.structure.importance import check_kept, select_channels
+from rlal.structure.importance import Criterion, check_kept, select_channels
 from rlal.structure.layers import Structure
 from rlal.structure.plan import Plan
 
@@ -98,7 +112,11 @@ class AlignmentRegularizer:
         self._slices: list[list[_Slice]] = []
         for layer in structure.layers:
             slices = []
+            normed = any(m.kind in ("batchnorm", "instancenorm") for m in layer.members)
             for member in layer.members:
+                if normed and member.role == "out" and member.kind in ("conv", "linear", "depthwise") \
+                        and not member.mask_output:
+                    continue  # scale-free: only per-channel members, a norm among them, read this output
                 module = modules[member.module]
                 local = torch.tensor(member.local, dtype=torch.int64)
                 root = torch.tensor(member.root, dtype=torch.int64)
@@ -120,12 +138,17 @@ class AlignmentRegularizer:
             [torch.ones(layer.channels, dtype=torch.bool) for layer in structure.layers]
         )
         self._device_cache: dict[tuple[int, int, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._steer: dict[str, float] | None = None  # see steer()
 
     # ------------------------------------------------------------------ plan
-    def set_plan(self, plan: Plan | None, kept: Mapping[str, object] | None = None) -> None:
+    def set_plan(
+        self, plan: Plan | None, kept: Mapping[str, object] | None = None, *, criterion: Criterion = "l2",
+        scores: Mapping[str, torch.Tensor] | None = None,
+    ) -> None:  # fmt: skip
         """Penalise, in every layer, the channels not in ``kept`` (sorted indices by layer name, as from
         :func:`~rlal.structure.select_channels`; layers not named keep everything). Without ``kept`` the
-        channels are chosen by ``select_channels(structure, plan)`` on the current weights (L2 criterion).
+        channels are chosen by ``select_channels(structure, plan, criterion)`` on the current weights (or
+        on ``scores``): the run's ``env.criterion``, the one its scorer and its cut use.
         ``set_plan(None)`` clears the plan (penalty 0). Invalid selections raise :class:`RlalError`."""
         if plan is None and kept is None:
             self._removed = None
@@ -133,7 +156,7 @@ class AlignmentRegularizer:
             self._device_cache.clear()
             return
         if kept is None:
-            selection = select_channels(self.structure, plan)
+            selection = select_channels(self.structure, plan, criterion, scores=scores)
         else:
             selection = check_kept(self.structure, kept)
             if plan is not None:
@@ -169,6 +192,16 @@ class AlignmentRegularizer:
         """The penalised channels as one bool mask per layer (None without a plan); what a checkpoint keeps,
         since ``set_plan`` would choose the channels again from whatever the weights are then."""
         return None if self._removed is None else [m.clone() for m in self._removed]
+
+    @property
+    def kept(self) -> dict[str, torch.Tensor] | None:
+        """Kept channel indices by layer name (None without a plan): exactly what the cut must keep."""
+        if self._removed is None:
+            return None
+        return {
+            layer.name: (~mask).nonzero().flatten()
+            for layer, mask in zip(self.structure.layers, self._removed, strict=True)
+        }
 
     @property
     def removed(self) -> dict[str, torch.Tensor] | None:
@@ -249,10 +282,62 @@ class AlignmentRegularizer:
         return norms.sum()
 
     def __call__(self, model: nn.Module) -> torch.Tensor:
-        """``lam * penalty(model)``: the :data:`~rlal.train.epoch.Regularizer` seam."""
-        if self.lam == 0 or self._penalty_size == 0:
+        """``lam * penalty(model)``: the :data:`~rlal.train.epoch.Regularizer` seam (steering ``lam`` first
+        when :meth:`steer` is on)."""
+        if self._penalty_size == 0:
+            return _zero(model)
+        if self._steer is not None:
+            self._steer_step(model)
+        if self.lam == 0:
             return _zero(model)
         return self.lam * self.penalty(model)
+
+    # ------------------------------------------------------------------ steering
+    def steer(
+        self, model: nn.Module, target_ratio: float, steps: int, lr: float | None = None,
+        momentum: float = 0.0,
+    ) -> None:
+        """Steer ``lam`` over the next ``steps`` calls so that the norm ratio reaches ``target_ratio`` (see
+        the module docstring); the path starts at the ratio ``model`` has now. Given the learning rate ``lr``
+        (and SGD ``momentum``) of those steps, ``lam`` starts at the size that would reach zero at 80% of
+        them, or at the current ``lam`` if that is larger. Needs a plan."""
+        if self._removed is None:
+            raise RlalError("steer() needs a plan: call set_plan first")
+        start = self.removed_kept_norm_ratio(model)
+        if not math.isfinite(start) or target_ratio <= 0 or steps < 1:
+            self._steer = None
+            return
+        if lr is not None and lr > 0:
+            norms = torch.cat(list(self.channel_norms(model).values()))
+            removed_mean = norms[torch.cat(self._removed)].mean().item()
+            self.lam = max(self.lam, removed_mean * (1 - momentum) / (lr * _STEER_REACH * steps))
+        self.lam = max(self.lam, _LAM_FLOOR)
+        self._steer = {"start": max(start, target_ratio), "target": target_ratio, "steps": steps, "done": 0}
+
+    def _steer_step(self, model: nn.Module) -> None:
+        s = self._steer
+        assert s is not None
+        progress = min(1.0, s["done"] / max(1.0, _STEER_REACH * s["steps"]))
+        wanted = s["start"] * (s["target"] / s["start"]) ** progress
+        ratio = self.removed_kept_norm_ratio(model)
+        if math.isfinite(ratio):
+            self.lam = self.lam * _STEER_GAIN if ratio > wanted else max(self.lam / _STEER_GAIN, _LAM_FLOOR)
+        s["done"] += 1
+
+    def state_dict(self) -> dict[str, object]:
+        """The penalised channels, ``lam`` and the steering state: what a checkpoint keeps, since
+        ``set_plan`` would choose the channels again from whatever the weights are then."""
+        return {"removed": self.removed_masks, "lam": self.lam, "steer": dict(self._steer or {}) or None}
+
+    def load_state_dict(self, state: Mapping[str, object]) -> None:
+        removed = state["removed"]
+        if removed is None:
+            self.set_plan(None)
+        else:
+            self.set_removed(removed)  # type: ignore[arg-type]
+        self.lam = float(state["lam"])  # type: ignore[arg-type]
+        steer = state.get("steer")
+        self._steer = dict(steer) if steer else None  # type: ignore[call-overload]
 
     # ------------------------------------------------------------------ diagnostics
     @torch.no_grad()
@@ -281,6 +366,15 @@ class AlignmentRegularizer:
         if kept_mean == 0:
             return float("nan")
         return norms[removed].mean().item() / kept_mean
+
+
+_STEER_GAIN = 1.1
+"""Factor by which steering raises or lowers ``lam`` per step: 1.1^50 ~ 117, so an order of magnitude
+takes ~24 steps, short next to an epoch."""
+_STEER_REACH = 0.8
+"""Share of the steered steps after which the path sits at the target."""
+_LAM_FLOOR = 1e-6
+"""Steering never lowers ``lam`` below this, so it can always grow back by factors."""
 
 
 def _zero(model: nn.Module) -> torch.Tensor:

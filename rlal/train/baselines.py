@@ -122,26 +122,10 @@ def fit_depgraph(config: RunConfig, out: Path, *, overwrite: bool = False) -> Pr
 
 
 def uniform_plan(structure: Structure, budget: Budget) -> Selection:
-    """The largest keep ratio ``r`` whose plan ``Plan.from_keep_ratios(structure, r)`` (every layer keeps
-    ``round(r * channels)``, rounded to ``budget.round_to``) meets ``budget.target_macs``; ``r`` is searched
-    by bisection on ``[budget.min_keep_ratio, 1]`` (the cost is monotone in ``r``)."""
-
-    def plan_at(ratio: float) -> Plan:
-        return Plan.from_keep_ratios(structure, ratio, round_to=budget.round_to)
-
-    def fits(ratio: float) -> bool:
-        return structure.cost.of(plan_at(ratio))[0] <= budget.target_macs
-
-    low, high = budget.min_keep_ratio, 1.0
-    if not fits(low):
-        raise RlalError(
-            f"no keep ratio common to every layer meets env.target_macs ({budget.target_macs:,} MACs): even "
-            f"env.min_keep_ratio={low:g} in every layer costs {structure.cost.of(plan_at(low))[0]:,} MACs"
-        )
-    for _ in range(40):  # 2^-40: far below one channel of any layer
-        middle = (low + high) / 2
-        low, high = (middle, high) if fits(middle) else (low, middle)
-    return Selection(plan_at(low), None, low)
+    """The largest keep ratio common to every layer whose plan meets ``budget.target_macs``
+    (:meth:`Budget.uniform_plan`, the plan the joint method's reward and final choice compare against)."""
+    plan, ratio = budget.uniform_plan()
+    return Selection(plan, None, ratio)
 
 
 def depgraph_plan(structure: Structure, budget: Budget) -> Selection:

@@ -1,12 +1,16 @@
 """The joint method: train the weights and prune them in one run (CVPR 2024, RL agent guidance + alignment).
 
     warm-up:   train the dense weights
-    search:    each epoch: train the weights (cross-entropy + alignment to the chosen plan)
-               -> run P agent episodes on the current weights (masked sub-networks, reward split)
+    search:    each epoch: run P agent episodes on the current weights (masked sub-networks, reward split)
                -> fit the epoch-context model to every reward seen so far
                -> update the agent (SAC on [state, z])
-               -> choose the plan the weights are aligned to next epoch
-    cut:       freeze the final plan, remove its channels physically (end of the last search epoch)
+               -> choose the plan to align to, and train the weights this epoch
+                  (cross-entropy + alignment to that plan)
+    choice:    after the last search epoch, choose the final plan (by default: candidates re-scored on the
+               same weights, the uniform plan among them; see :mod:`rlal.train.choice`)
+    align:     train with the final plan frozen, the alignment steered until its removed channels are
+               near zero (``search.align_epochs``)
+    cut:       remove exactly the channels alignment pushed down
     fine-tune: train the small model for the rest of the dense model's epoch budget
 
 Every epoch ends with a checkpoint of the whole run state (:mod:`rlal.checkpoint`); ``resume=True``
@@ -26,7 +30,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from rlal.agent import Agent, Episode, EpochContext, make_agent, make_context, run_episode
+from rlal.agent import Agent, Episode, EpochContext, SACAgent, make_agent, make_context, run_episode
 from rlal.checkpoint import rng_state, save_checkpoint, set_rng_state, write_json
 from rlal.config import RunConfig, SearchConfig
 from rlal.data import Data
@@ -36,8 +40,18 @@ from rlal.report.markdown import write_report
 from rlal.report.metrics import MetricsWriter
 from rlal.report.widths import write_widths
 from rlal.rundir import guarded_epochs, open_run
-from rlal.structure import ArchSpec, ChannelMasks, Plan, Structure, cut, find_layers, save_pruned
+from rlal.structure import (
+    ArchSpec,
+    ChannelMasks,
+    Plan,
+    Structure,
+    channel_importance,
+    cut,
+    find_layers,
+    save_pruned,
+)  # fmt: skip
 from rlal.train.align import AlignmentRegularizer, lambda_at
+from rlal.train.choice import FinalChoice, decide, score_plans
 from rlal.train.dense import epoch_record, eval_due, format_epoch, input_shape, place, setup
 from rlal.train.epoch import EpochStats, evaluate, train_one_epoch
 from rlal.train.optim import build_optimizer, build_scheduler
@@ -86,8 +100,10 @@ def train_and_prune(
         state = checkpoint.state
         if state["final_plan"] is not None:
             final = Plan.from_keep_counts(structure, state["final_plan"])
+        if state["at_cut"] is not None:  # the model was cut: rebuild the small one, then load its weights
             at_cut = state["at_cut"]
-            model, optimizer, scheduler = _small_model(structure, final, runtime, config, len(data.train))
+            model, optimizer, scheduler = _small_model(structure, final, runtime, config, len(data.train),
+                                                       kept=align_kept(state["align"]["removed"], structure))
         model.load_state_dict(checkpoint.weights)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -95,8 +111,7 @@ def train_and_prune(
         if context is not None:
             context.load_state_dict(state["context"])
         env.load_state_dict(state["env"])
-        if state["align_removed"] is not None:
-            align.set_removed(state["align_removed"])
+        align.load_state_dict(state["align"])
         set_rng_state(state["rng"])
         done, seconds_before = checkpoint.epoch, state["seconds"]
 
@@ -111,32 +126,49 @@ def train_and_prune(
 
             elif epoch <= last_search:
                 t = epoch - s.warmup_epochs - 1  # indexes the epoch context z_t
-                align.lam = lambda_at(t, s.align)
-                stats = _train_epoch(model, data, optimizer, scheduler, runtime, config, epoch, "search",
-                                     align if align.removed is not None else None)
+                # The agent acts on the weights as they are now (the previous epoch's), then the weights
+                # train toward its plan: so the first search epoch is aligned too.
                 episodes = run_agent_episodes(env, agent, context, t, s.episodes_per_epoch,
                                               progress=config.train.progress, desc=f"search {epoch} agent")
+                decoder_heldout = context.mse(episodes) if context is not None else float("nan")
                 decoder_loss = context.fit(env.history) if context is not None else float("nan")
                 agent_losses = agent.update(context)
                 plan = select_plan(env, agent, context, t, episodes, s)
-                align.set_plan(plan)
+                align.set_plan(plan, criterion=config.env.criterion, scores=_scores(env))
+                align.lam = lambda_at(t, s.align)
+                stats = _train_epoch(model, data, optimizer, scheduler, runtime, config, epoch, "search",
+                                     align)
                 _log(metrics, config, epoch, "search", stats, None, optimizer, {
                     "align_lambda": align.lam,
                     "align_loss": stats.reg_loss,
-                    "removed_kept_norm_ratio": align.removed_kept_norm_ratio(model),
+                    "removed_kept_norm_ratio": align.removed_kept_norm_ratio(model),  # this epoch's plan
+                    "uniform_reward": env.uniform_reward,
                     "episode_rewards": [e.reward for e in episodes],
                     "episode_macs": [e.macs for e in episodes],
                     "decoder_loss": decoder_loss,
+                    "decoder_heldout_mse": decoder_heldout,
                     **{f"agent_{k}": v for k, v in agent_losses.items()},
                     "selected_plan": plan.to_dict(),
                     "selected_macs": int(structure.cost.of(plan)[0]),
                 })
-                if epoch == last_search:  # freeze the architecture and cut it out of the aligned weights
-                    final = choose_final(env, agent, context, s)
-                    small, at_cut = cut_and_measure(model, structure, final, data, runtime, config)
-                    metrics.write({"phase": "cut", "epoch": epoch, **at_cut})
-                    model, optimizer, scheduler = _small_model(structure, final, runtime, config,
-                                                               len(data.train), weights=small)
+                if epoch == last_search:  # freeze the architecture; alignment to it follows
+                    final, record = choose_final(env, agent, context, s, data, runtime, config)
+                    metrics.write({"phase": "final-choice", "epoch": epoch, "rule": s.final, **record})
+                    align.set_plan(final, criterion=config.env.criterion,
+                                   scores=channel_importance(structure, config.env.criterion))
+
+            elif epoch <= s.cut_epoch:  # alignment to the frozen final plan, steered toward the target
+                if epoch == last_search + 1 and s.align.lam > 0:
+                    align.lam = s.align.lam
+                    align.steer(model, s.align.target_ratio, s.align_epochs * len(data.train),
+                                lr=optimizer.param_groups[0]["lr"], momentum=config.optim.momentum)
+                stats = _train_epoch(model, data, optimizer, scheduler, runtime, config, epoch, "align",
+                                     align if s.align.lam > 0 else None)
+                _log(metrics, config, epoch, "align", stats, None, optimizer, {
+                    "align_lambda": align.lam,
+                    "align_loss": stats.reg_loss,
+                    "removed_kept_norm_ratio": align.removed_kept_norm_ratio(model),
+                })
 
             else:
                 stats = _train_epoch(model, data, optimizer, scheduler, runtime, config, epoch, "fine-tune",
@@ -144,13 +176,20 @@ def train_and_prune(
                 test = evaluate(model, data.test, runtime) if eval_due(epoch, config) else None
                 _log(metrics, config, epoch, "fine-tune", stats, test, optimizer)
 
+            if epoch == s.cut_epoch:  # remove exactly the channels alignment pushed down
+                assert final is not None and align.kept is not None
+                small, at_cut = cut_and_measure(model, structure, final, align, data, runtime, config)
+                metrics.write({"phase": "cut", "epoch": epoch, **at_cut})
+                model, optimizer, scheduler = _small_model(structure, final, runtime, config,
+                                                           len(data.train), weights=small)
+
             save_checkpoint(run_dir, epoch, model, {
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
                 "agent": agent.state_dict(),
                 "context": context.state_dict() if context is not None else None,
                 "env": env.state_dict(),
-                "align_removed": align.removed_masks,
+                "align": align.state_dict(),
                 "final_plan": final.to_dict() if final is not None else None,
                 "at_cut": at_cut or None,
                 "rng": rng_state(),
@@ -195,20 +234,33 @@ def _model_name(arch: ArchSpec | None, model: nn.Module) -> str:
 
 def _small_model(
     structure: Structure, plan: Plan, runtime: Runtime, config: RunConfig, steps_per_epoch: int,
-    weights: nn.Module | None = None,
+    weights: nn.Module | None = None, kept: dict[str, torch.Tensor] | None = None,
 ) -> tuple[nn.Module, torch.optim.Optimizer, Any]:
     """The cut model with a fresh optimiser whose schedule continues where the dense one stands: momentum
     restarts (the parameter shapes changed), the learning rate does not. ``weights`` is the cut model; when
-    resuming it is rebuilt from the plan (the checkpoint then supplies its weights and optimiser state)."""
-    small = place(weights if weights is not None else cut(structure, plan), runtime)
+    resuming it is rebuilt from the plan and its ``kept`` channels (the checkpoint then supplies its weights
+    and optimiser state)."""
+    small = place(weights if weights is not None else cut(structure, plan, kept=kept), runtime)
     optimizer = build_optimizer(small, config.optim)
     scheduler = build_scheduler(optimizer, config.optim, config.train.epochs, steps_per_epoch)
-    s = config.search
     with warnings.catch_warnings():  # stepping a fresh scheduler forward before any optimiser step
         warnings.simplefilter("ignore", UserWarning)
-        for _ in range((s.warmup_epochs + s.search_epochs) * steps_per_epoch):
+        for _ in range(config.search.cut_epoch * steps_per_epoch):
             scheduler.step()
     return small, optimizer, scheduler
+
+
+def align_kept(removed: list[torch.Tensor] | None, structure: Structure) -> dict[str, torch.Tensor] | None:
+    """Kept channel indices by layer name from the regulariser's removed masks (as its state holds them)."""
+    if removed is None:
+        return None
+    layers = structure.layers
+    return {layer.name: (~mask).nonzero().flatten() for layer, mask in zip(layers, removed, strict=True)}
+
+
+def _scores(env: PruningEnv) -> dict[str, torch.Tensor] | None:
+    """The channel scores the environment's episodes were scored with (this epoch's weights)."""
+    return getattr(env.scorer, "scores", None)
 
 
 def run_agent_episodes(
@@ -230,7 +282,7 @@ def select_plan(
     env: PruningEnv, agent: Agent, context: EpochContext | None, t: int, episodes: list[Episode],
     cfg: SearchConfig,
 ) -> Plan:
-    """The plan the weights are aligned to next epoch (``search.align_to``)."""
+    """The plan the weights are aligned to this epoch (``search.align_to``)."""
     if cfg.align_to == "deterministic":
         z = context.z(t) if context is not None else None
         return env.plan_of(run_episode(env, agent, t, z, deterministic=True))
@@ -238,40 +290,79 @@ def select_plan(
 
 
 def choose_final(
-    env: PruningEnv, agent: Agent, context: EpochContext | None, cfg: SearchConfig
-) -> Plan:
-    """The architecture that is cut (``search.final``)."""
+    env: PruningEnv, agent: Agent, context: EpochContext | None, cfg: SearchConfig, data: Data,
+    runtime: Runtime, config: RunConfig,
+) -> tuple[Plan, dict[str, Any]]:
+    """The architecture that is cut (``search.final``), and a record of how it was chosen."""
     last = cfg.search_epochs - 1
+    z = context.z(last) if context is not None else None
     if cfg.final == "deterministic":
-        z = context.z(last) if context is not None else None
-        return env.plan_of(run_episode(env, agent, last, z, deterministic=True))
-    recent = [e for e in env.history if e.epoch > last - cfg.final_window]
-    return env.plan_of(_best(recent))
+        return env.plan_of(run_episode(env, agent, last, z, deterministic=True)), {}
+    recent = [e for e in env.history if e.epoch > last - cfg.final_window and math.isfinite(e.reward)]
+    if cfg.final == "best-recent":
+        return env.plan_of(_best(recent)), {}
+    choice = rescore_final(env, agent, z, last, recent, cfg, data, runtime, config)
+    return choice.plan, choice.record()
+
+
+def rescore_final(
+    env: PruningEnv, agent: Agent, z: torch.Tensor | None, last: int, recent: list[Episode],
+    cfg: SearchConfig, data: Data, runtime: Runtime, config: RunConfig,
+) -> FinalChoice:
+    """``search.final: rescored``: the best recent plans, the agent's deterministic plan and the uniform
+    plan, scored again on the same (current) weights; see :mod:`rlal.train.choice`."""
+    plans: list[Plan] = [env.uniform_plan]
+    sources = ["uniform"]
+    if isinstance(agent, SACAgent):
+        plans.append(env.plan_of(run_episode(env, agent, last, z, deterministic=True)))
+        sources.append("greedy")
+    if plans[-1].keep == plans[0].keep:  # the agent proposes the uniform plan itself
+        plans.pop(), sources.pop()
+    added = 0
+    for e in sorted(recent, key=lambda e: e.reward, reverse=True):  # the best distinct recent plans
+        plan = env.plan_of(e)
+        if added == cfg.final_candidates:
+            break
+        if all(plan.keep != p.keep for p in plans):
+            plans.append(plan)
+            sources.append(f"episode e{e.epoch} r{e.reward:+.4f}")
+            added += 1
+    structure = env.structure
+    scores = channel_importance(structure, config.env.criterion)
+    correct = score_plans(
+        structure, plans, data.reward, data.train, runtime, criterion=config.env.criterion, scores=scores,
+        bn_batches=max(1, config.env.bn_recalibration_batches), bn_sets=cfg.final_bn_sets,
+    )
+    return decide(correct, plans, sources, cfg.final_margin)
 
 
 def cut_and_measure(
-    model: nn.Module, structure: Structure, plan: Plan, data: Data, runtime: Runtime, config: RunConfig
+    model: nn.Module, structure: Structure, plan: Plan, align: AlignmentRegularizer, data: Data,
+    runtime: Runtime, config: RunConfig,
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """Cut ``plan`` out of the aligned dense model, measuring what the cut costs: test accuracy of the masked
-    dense model vs the cut model (must agree), and how far alignment pulled the removed channels to zero.
+    """Cut exactly the channels ``align`` pushed down (``plan``'s counts) out of the aligned dense model,
+    measuring what the cut costs: test accuracy of the masked dense model vs the cut model (must agree),
+    and how far alignment pulled the removed channels to zero.
 
     With ``env.bn_recalibration_batches`` > 0 the cut model is also tested with its BN statistics
     re-estimated on that many training batches, as the agent's rewards are: without it the statistics of
     the dense model no longer fit the sub-network, so the first figures mostly measure that mismatch. The
-    re-estimate is put back afterwards, so it does not change the run."""
-    criterion = config.env.criterion
+    re-estimate is put back afterwards, so it does not change the run. ``dense_test_acc`` is the dense
+    model's own accuracy just before the cut, so the accuracy the cut loses is known."""
+    kept = align.kept
+    assert kept is not None
     masks = ChannelMasks(structure)
-    masks.set_plan(plan, criterion)
+    masks.set_kept(kept)
+    dense = evaluate(model, data.test, runtime)
     with masks:
         masked = evaluate(model, data.test, runtime)
-    small = place(cut(structure, plan, criterion=criterion), runtime)
+    small = place(cut(structure, plan, kept=kept), runtime)
     cut_acc = evaluate(small, data.test, runtime)
-    ratio = AlignmentRegularizer(structure)
-    ratio.set_plan(plan)
     measured = {
+        "dense_test_acc": dense.acc,
         "masked_test_acc": masked.acc,
         "cut_test_acc": cut_acc.acc,
-        "removed_kept_norm_ratio": ratio.removed_kept_norm_ratio(model),
+        "removed_kept_norm_ratio": align.removed_kept_norm_ratio(model),
     }
     batches = config.env.bn_recalibration_batches
     if batches:
