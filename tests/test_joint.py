@@ -60,6 +60,7 @@ def test_joint_run_meets_the_target_and_the_cut_equals_the_masked_model(fmnist_d
     assert torch.allclose(small(x), result.model.eval()(x), atol=1e-5)
 
     report = (tmp_path / "run" / "report.md").read_text()
+    assert "## Final choice" in report and "## At the cut" in report
     for plot in ("accuracy", "rewards", "decoder_loss", "macs", "widths"):
         png = tmp_path / "run" / "plots" / f"{plot}.png"
         assert png.read_bytes()[:4] == b"\x89PNG" and f"plots/{plot}.png" in report

@@ -81,29 +81,25 @@ class Budget:
 
     def count(self, layer: int, action: float) -> int:
         """The keep count that ``action`` (in [0, 1]) asks for at ``layer``, before the wall."""
-        counts = self.allowed[layer]
         ratio = self.min_keep_ratio + float(action) * (1.0 - self.min_keep_ratio)
-        raw = ratio * self.structure.layers[layer].channels
+        return self._nearest(layer, ratio * self.structure.layers[layer].channels)
+
+    def _nearest(self, layer: int, raw: float) -> int:
+        """The allowed count of ``layer`` nearest to ``raw`` channels (halves up, as Plan rounds)."""
+        counts = self.allowed[layer]
         i = int(np.searchsorted(counts, raw))  # counts[i - 1] < raw <= counts[i]
         if i == 0:
             return int(counts[0])
         if i == len(counts):
             return int(counts[-1])
         below, above = counts[i - 1], counts[i]
-        return int(above if above - raw <= raw - below + 1e-9 else below)  # halves up, as Plan does
+        return int(above if above - raw <= raw - below + 1e-9 else below)
 
     def nearest_counts(self, ratios: np.ndarray) -> np.ndarray:
         """Per layer, the allowed count nearest to ``ratios[l] * channels`` (halves up), as :meth:`count`."""
-        counts = np.empty(len(self.allowed), dtype=np.int64)
-        for layer, (allowed, ratio) in enumerate(zip(self.allowed, ratios, strict=True)):
-            raw = float(ratio) * self.structure.layers[layer].channels
-            i = int(np.searchsorted(allowed, raw))
-            if i == 0 or i == len(allowed):
-                counts[layer] = allowed[min(i, len(allowed) - 1)]
-                continue
-            below, above = allowed[i - 1], allowed[i]
-            counts[layer] = above if above - raw <= raw - below + 1e-9 else below
-        return counts
+        channels = self.structure.channels
+        counts = [self._nearest(t, float(r) * channels[t]) for t, r in enumerate(ratios)]
+        return np.array(counts, dtype=np.int64)
 
     def on_budget(self, preference: np.ndarray) -> np.ndarray:
         """Keep counts ``nearest_counts(clip(s * preference, min_keep_ratio, 1))`` for the largest common

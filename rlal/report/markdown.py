@@ -45,13 +45,19 @@ class RunFiles:
 
     @property
     def training(self) -> list[dict[str, Any]]:
-        """Training-epoch records (every phase but the cut), by epoch."""
-        return sorted((r for r in self.metrics if r.get("phase") != "cut"), key=lambda r: r.get("epoch", 0))
+        """Training-epoch records (every phase but the cut and the final choice), by epoch."""
+        epochs = [r for r in self.metrics if r.get("phase") not in ("cut", "final-choice")]
+        return sorted(epochs, key=lambda r: r.get("epoch", 0))
 
     @property
     def search(self) -> list[dict[str, Any]]:
         """Search-epoch records, by epoch: the i-th is search epoch t = i."""
         return [r for r in self.training if r.get("phase") == "search"]
+
+    @property
+    def final_choice(self) -> dict[str, Any] | None:
+        """The record of the final choice (``search.final: rescored``), else None."""
+        return next((r for r in self.metrics if r.get("phase") == "final-choice"), None)
 
     @property
     def cut(self) -> dict[str, Any] | None:
@@ -172,6 +178,8 @@ def render(files: RunFiles, figures: Sequence[tuple[Path, str]]) -> str:
 
     lines += ["## Summary", "", *_summary(files), ""]
     if files.pruned:
+        if files.final_choice is not None:
+            lines += ["## Final choice", "", *_final_choice(files.final_choice), ""]
         if files.method == "rlal" or files.cut is not None:  # baselines that train a small model cut nothing
             lines += ["## At the cut", "", *_at_cut(files), ""]
         if files.search:
@@ -223,11 +231,31 @@ def _summary(files: RunFiles) -> list[str]:
     return lines
 
 
+def _final_choice(record: dict[str, Any]) -> list[str]:
+    rows = [
+        [f"`{c.get('source')}`", _num(c.get("accuracy"), ".2f"), _num(c.get("diff_vs_uniform"), "+.2f"),
+         _num(c.get("se"), ".2f"), "chosen" if c.get("source") == record.get("chosen") else ""]
+        for c in record.get("candidates") or []
+    ]
+    verdict = (
+        "no candidate beat the uniform plan by the margin, so the uniform plan was cut"
+        if record.get("kept_uniform") else f"`{record.get('chosen')}` beat the uniform plan by the margin"
+    )
+    return [
+        *_table(["candidate", "reward-split acc. (%)", "vs uniform (points)", "std. error", ""], rows),
+        "",
+        f"Every candidate was scored again on the same weights; a non-uniform plan is kept only if it beats "
+        f"the uniform plan by more than {_num(record.get('margin_se'), 'g')} standard errors: {verdict}.",
+    ]
+
+
 def _at_cut(files: RunFiles) -> list[str]:
     cut = files.cut or {}
     masked, after = cut.get("masked_test_acc"), cut.get("cut_test_acc")
     diff = _num(after - masked, "+.2f") if _is_number(masked) and _is_number(after) else MISSING
     rows = [
+        *([["test accuracy (%) of the dense model just before the cut", _num(cut["dense_test_acc"], ".2f")]]
+          if "dense_test_acc" in cut else []),
         ["test accuracy (%) of the masked dense model", _num(masked, ".2f")],
         ["test accuracy (%) of the cut model", _num(after, ".2f")],
         ["cut - masked (points)", diff],
