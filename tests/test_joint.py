@@ -68,6 +68,17 @@ def test_joint_run_meets_the_target_and_the_cut_equals_the_masked_model(fmnist_d
     assert widths[0].startswith("layer,dense_channels,kept_channels") and widths[-1].startswith("total,")
 
 
+@pytest.mark.parametrize("kind", ["random", "sac-no-dynamics"])
+def test_agents_without_the_context_model_run_the_whole_loop_and_rescore_with_uniform(
+    fmnist_dir, tmp_path, kind  # noqa: F811
+):
+    result = fit_joint(joint_config(fmnist_dir, f"agent.kind={kind}"), tmp_path / "run")
+    assert result.macs <= 0.5 * result.dense_macs
+    choice = next(r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if r["phase"] == "final-choice")
+    sources = [c["source"] for c in choice["candidates"]]
+    assert sources[0] == "uniform" and ("greedy" in sources) == (kind != "random")
+
+
 def test_same_seed_gives_the_same_joint_run_on_cpu(fmnist_dir, tmp_path):  # noqa: F811
     config = joint_config(fmnist_dir, "search.search_epochs=1", "train.epochs=4", "search.final_window=1")
     a = fit_joint(config, tmp_path / "a")

@@ -313,11 +313,11 @@ def rescore_final(
     plan, scored again on the same (current) weights; see :mod:`rlal.train.choice`."""
     plans: list[Plan] = [env.uniform_plan]
     sources = ["uniform"]
-    if isinstance(agent, SACAgent):
-        plans.append(env.plan_of(run_episode(env, agent, last, z, deterministic=True)))
-        sources.append("greedy")
-    if plans[-1].keep == plans[0].keep:  # the agent proposes the uniform plan itself
-        plans.pop(), sources.pop()
+    if isinstance(agent, SACAgent):  # the others have no policy to be greedy about
+        greedy = env.plan_of(run_episode(env, agent, last, z, deterministic=True))
+        if greedy.keep != env.uniform_plan.keep:
+            plans.append(greedy)
+            sources.append("greedy")
     added = 0
     for e in sorted(recent, key=lambda e: e.reward, reverse=True):  # the best distinct recent plans
         plan = env.plan_of(e)
