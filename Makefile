@@ -27,8 +27,9 @@ data:
 	  || echo "note: could not install dataset-fashion-mnist; rlal will look elsewhere or download it"; \
 	fi
 
+# --overwrite: `make demo` replaces the previous demo run in runs/demo (`rlal demo` alone refuses to).
 demo: setup data
-	$(BIN)/rlal demo
+	$(BIN)/rlal demo --overwrite
 
 test: setup data
 	$(BIN)/python -m pytest -q

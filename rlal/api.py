@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from rlal.config import RunConfig, load_config, resolve_config_path, set_value
 from rlal.data import Data, build_data, data_from_tensors
 from rlal.errors import RlalError
+from rlal.rundir import run_lock
 from rlal.structure import ArchSpec
 from rlal.train.dense import place
 from rlal.train.joint import train_and_prune
@@ -40,8 +41,9 @@ class JointPruner:
         config: a :class:`~rlal.config.RunConfig`, or a YAML path or shipped config name, for everything
             else (optimiser, search schedule, agent, ...); default: rlal's defaults.
         overrides: ``"key=value"`` settings applied on top, as ``--set`` does.
-        factory: ``"package.module:function"`` that rebuilds the dense model, so the saved pruned model
-            loads with ``rlal.load_pruned(dir)`` alone; without it, ``rlal.load_pruned(dir, model=MyNet())``.
+        factory: ``"package.module:function"`` that rebuilds the dense model, recorded in the saved pruned
+            model so that it loads with ``rlal.load_pruned(dir, trust_factory=True)`` (loading imports and
+            runs the factory, hence the opt-in); without it, ``rlal.load_pruned(dir, model=MyNet())``.
         factory_kwargs: JSON-serialisable keyword arguments for ``factory``.
         overwrite: replace a run already in ``out``.
     """
@@ -101,8 +103,9 @@ class JointPruner:
             data = data_from_tensors(*data, cfg=self.config.data, device=runtime.device,
                                      seed=self.config.seed, channels_last=runtime.channels_last)
         model = place(self.model, runtime)
-        return train_and_prune(self.config, runtime, data, model, self.arch, self.out,
-                               overwrite=self.overwrite, start=start)
+        with run_lock(self.out):  # the run directory's lock is released however the run ends
+            return train_and_prune(self.config, runtime, data, model, self.arch, self.out,
+                                   overwrite=self.overwrite, start=start)
 
 
 def _is_tensor_pairs(data: Any) -> bool:

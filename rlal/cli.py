@@ -84,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the README's main job (ResNet-20 on Fashion-MNIST)")
     _add_run_arguments(p, with_method=False)
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="run directory (default runs/demo)")
+    p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     p.set_defaults(run=cmd_demo)
 
     p = sub.add_parser("eval", help="test accuracy, MACs, params and CPU latency of a saved pruned model")
@@ -94,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N for the accuracy pass; "
                    "latency is always measured on the CPU")
     _add_latency_arguments(p, batches=False)
+    _add_trust_argument(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=cmd_eval)
 
@@ -102,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--onnx", required=True, type=Path, metavar="OUT.onnx", help="ONNX file to write")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17; >= 18 uses the dynamo "
                    "exporter)")
+    _add_trust_argument(p)
     p.set_defaults(run=cmd_export)
 
     bench_parser = sub.add_parser("bench", help="benchmarks of saved models (see `rlal bench --help`)")
@@ -113,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_latency_arguments(p, batches=True)
     p.add_argument("--onnx", action="store_true", help="also time both models in ONNX Runtime on the CPU")
     p.add_argument("--no-cuda", action="store_true", help="skip the CUDA figures even when a GPU is present")
+    _add_trust_argument(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=cmd_bench_latency)
 
@@ -137,6 +141,12 @@ def _add_latency_arguments(p: argparse.ArgumentParser, batches: bool) -> None:
     p.add_argument("--threads", type=int, help="CPU threads for timing (default: torch's default)")
     p.add_argument("--warmup", type=int, default=10, help="untimed calls before timing (default 10)")
     p.add_argument("--runs", type=int, default=50, help="timed calls; the median is reported (default 50)")
+
+
+def _add_trust_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--trust-factory", action="store_true",
+                   help="allow a spec that names a factory ('module:function') to import and run it; "
+                        "the module must be installed or on PYTHONPATH (never the current directory)")
 
 
 def _add_run_arguments(p: argparse.ArgumentParser, with_method: bool = True) -> None:
@@ -256,6 +266,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.out is None:
             raise RlalError("train needs --out RUN_DIR (or --resume RUN_DIR)")
         config, out, resume = _run_config(args), args.out, False
+        from rlal.rundir import check_run_dir
+
+        check_run_dir(out, overwrite=args.overwrite)  # before minutes of data loading, not after
     from rlal.train.result import PrunedResult
     from rlal.train.run import fit
 
@@ -292,15 +305,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
     config = _run_config(args, default_config=DEMO_CONFIG)
     if config.method != "rlal":
         raise RlalError("the demo runs the joint method: its config must keep method: rlal")
+    from rlal.rundir import check_run_dir, run_lock
     from rlal.train.joint import fit_joint
 
+    check_run_dir(args.out, overwrite=args.overwrite)  # an earlier demo run is replaced only when asked
     print(
         f"rlal demo: training {config.model.name} on {config.data.dataset} from scratch and pruning it to "
         f"{config.env.target_macs:g} of its MACs in the same run ({config.train.epochs} epochs on "
         f"{config.data.train_subset or 'all'} training images).",
         flush=True,
     )
-    result = fit_joint(config, args.out, overwrite=True)
+    with run_lock(args.out):
+        result = fit_joint(config, args.out, overwrite=args.overwrite)
     rows = [
         ("", "dense", "pruned"),
         ("MACs", f"{result.dense_macs / 1e6:.2f} M", f"{result.macs / 1e6:.2f} M "
@@ -341,7 +357,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     _set_threads(args.threads)
     info = evaluate_pruned(args.path, dataset=args.dataset, data_dir=args.data_dir, batch=args.batch,
-                           device=args.device, warmup=args.warmup, runs=args.runs)
+                           device=args.device, warmup=args.warmup, runs=args.runs,
+                           trust_factory=args.trust_factory)
     if args.json:
         print(json.dumps(info))
         return 0
@@ -362,7 +379,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from rlal.evaluate import open_pruned
     from rlal.export import export_onnx
 
-    saved = open_pruned(args.path)
+    saved = open_pruned(args.path, trust_factory=args.trust_factory)
     path = export_onnx(saved.model, saved.input_shape, args.onnx, args.opset)
     shape = ", ".join(map(str, saved.input_shape))
     print(f"wrote {path} (opset {args.opset}, input 'input' [batch, {shape}], output 'logits')")
@@ -393,7 +410,8 @@ def cmd_bench_latency(args: argparse.Namespace) -> int:
     if torch.cuda.is_available() and not args.no_cuda:
         backends.append("torch-cuda")
     env = environment()
-    models = [bench_pruned(path, batches=batches, backends=backends, warmup=args.warmup, runs=args.runs)
+    models = [bench_pruned(path, batches=batches, backends=backends, warmup=args.warmup, runs=args.runs,
+                           trust_factory=args.trust_factory)
               for path in args.models]
     if args.json:
         print(json.dumps({**env, "warmup": args.warmup, "runs": args.runs, "models": models}))
@@ -414,4 +432,7 @@ def cmd_bench_latency(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
+    from rlal import drop_working_dir_from_sys_path
+
+    drop_working_dir_from_sys_path()
     sys.exit(main())

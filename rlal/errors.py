@@ -19,3 +19,12 @@ class RunInterrupted(RlalError):
 
 class TrainingDiverged(RlalError):
     """The training loss became NaN or infinite; nothing of the diverged epoch is checkpointed."""
+
+
+class UntrustedFactory(RlalError):
+    """A saved pruned model names a factory (code that loading would import and run) that the caller has
+    not opted in to; the message says how to opt in."""
+
+
+class RunDirLocked(RlalError):
+    """Another live process holds the run directory's lock; the message names it (pid and host)."""

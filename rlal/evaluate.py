@@ -4,6 +4,9 @@ A *pruned model* is a directory written by :func:`rlal.structure.save_pruned` (`
 ``weights.safetensors``); a joint run keeps it in ``RUN_DIR/pruned/``, next to the run's ``config.yaml``.
 Either directory may be given. The dataset to score it on is, in order: the one asked for, the one the spec
 records (``"dataset"``, if present), the one in the run's ``config.yaml``.
+
+A spec naming a user factory (code to import and run) is loaded only with ``trust_factory=True``
+(``--trust-factory``); see :func:`rlal.structure.load_pruned`.
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ class SavedPruned:
     """The cut model, on the CPU, in eval mode."""
     spec: dict[str, Any]
     input_shape: tuple[int, ...]
+    trust_factory: bool = False
+    """Whether the caller opted in to importing the spec's factory (needed again by :meth:`dense`)."""
 
     @property
     def name(self) -> str:
@@ -51,7 +56,7 @@ class SavedPruned:
     def dense(self) -> nn.Module:
         """The dense model the pruned one was cut from, freshly initialised (for MACs and timing only),
         in eval mode."""
-        return ArchSpec.from_dict(self.spec["arch"]).build().eval()
+        return ArchSpec.from_dict(self.spec["arch"]).build(trust_factory=self.trust_factory).eval()
 
 
 def locate_pruned(path: str | Path) -> tuple[Path, Path | None]:
@@ -72,12 +77,14 @@ def locate_pruned(path: str | Path) -> tuple[Path, Path | None]:
                     f"{PRUNED_DIR}/{SPEC_FILE}{hint}")
 
 
-def open_pruned(path: str | Path) -> SavedPruned:
-    """Locate (see :func:`locate_pruned`) and load a pruned model; :class:`RlalError` for anything wrong."""
+def open_pruned(path: str | Path, *, trust_factory: bool = False) -> SavedPruned:
+    """Locate (see :func:`locate_pruned`) and load a pruned model; :class:`RlalError` for anything wrong.
+    A factory spec needs ``trust_factory=True`` (:class:`~rlal.errors.UntrustedFactory` otherwise)."""
     directory, run_dir = locate_pruned(path)
-    model = load_pruned(directory)  # validates the spec and the weights, naming the file at fault
+    # Validates the spec and the weights, naming the file at fault.
+    model = load_pruned(directory, trust_factory=trust_factory)
     spec = json.loads((directory / SPEC_FILE).read_text())
-    return SavedPruned(directory, run_dir, model, spec, tuple(spec["input_shape"]))
+    return SavedPruned(directory, run_dir, model, spec, tuple(spec["input_shape"]), trust_factory)
 
 
 def data_config(saved: SavedPruned, *, dataset: str | None = None, data_dir: str | None = None,
@@ -112,15 +119,16 @@ def evaluate_pruned(
     latency_batches: Sequence[int] = (1, 64),
     warmup: int = 10,
     runs: int = 50,
+    trust_factory: bool = False,
 ) -> dict[str, Any]:
     """Test accuracy (fp32, on ``device``), MACs and params (with the dense model's, rebuilt from the spec)
     and CPU latency at each of ``latency_batches`` (see :func:`rlal.export.measure_latency`) of the pruned
-    model at ``path``. Returns one JSON-ready dict."""
+    model at ``path``. Returns one JSON-ready dict. ``trust_factory``: see :func:`open_pruned`."""
     from rlal.data import build_data, dataset_spec
     from rlal.train.epoch import evaluate
     from rlal.train.runtime import Runtime
 
-    saved = open_pruned(path)
+    saved = open_pruned(path, trust_factory=trust_factory)
     cfg = data_config(saved, dataset=dataset, data_dir=data_dir, batch=batch)
     runtime = Runtime(resolve_device(device), amp_dtype=None, channels_last=False)  # fp32: the reference
     spec = dataset_spec(cfg.dataset)
@@ -171,12 +179,13 @@ def bench_pruned(
     backends: Sequence[Backend] | None = None,
     warmup: int = 10,
     runs: int = 50,
+    trust_factory: bool = False,
 ) -> dict[str, Any]:
     """Dense vs pruned latency of the pruned model at ``path`` on each backend (see
     :func:`rlal.export.compare_latency`), with the ideal speed-up (dense MACs / pruned MACs) and the
     fraction of it achieved. The dense model is rebuilt from the spec with fresh weights: latency does not
-    depend on the weights' values."""
-    saved = open_pruned(path)
+    depend on the weights' values. ``trust_factory``: see :func:`open_pruned`."""
+    saved = open_pruned(path, trust_factory=trust_factory)
     dense = saved.dense()
     macs, params = count_macs_params(saved.model, saved.input_shape)
     dense_macs, dense_params = count_macs_params(dense, saved.input_shape)

@@ -1,11 +1,27 @@
-"""The run directory: what a run writes, and the guard against overwriting another run's results."""
+"""The run directory: what a run writes, the guard against overwriting another run's results, and the lock
+that keeps two processes out of one run directory.
+
+**Lock.** While a run (train, resume, demo, baseline) uses a directory it holds ``run.lock`` there: a JSON
+file with the holder's pid, host name and start time, created with ``O_CREAT | O_EXCL`` so that exactly one
+process can create it. Another process opening the directory is refused with a one-line
+:class:`~rlal.errors.RunDirLocked` naming the holder. A lock whose holder is gone (same host, pid no longer
+alive: a ``kill -9`` or a power cut) is taken over; one held from another host is never judged stale, since
+its pid cannot be checked from here. The lock is taken where the directory is opened
+(:func:`prepare_run_dir`, :func:`open_run`) and released when the enclosing :func:`run_lock` block ends,
+normally or by an exception or Ctrl-C; a lock taken outside any such block is released when the process
+exits. A process never blocks itself: opening a directory it already holds is allowed.
+"""
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
+import os
 import platform
+import shutil
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -19,29 +35,85 @@ import torch
 import rlal
 from rlal.checkpoint import POINTER, Checkpoint, load_checkpoint, write_json
 from rlal.config import RunConfig, load_config, save_config
-from rlal.errors import RlalError, RunInterrupted, TrainingDiverged
+from rlal.errors import RlalError, RunDirLocked, RunInterrupted, TrainingDiverged
+from rlal.report.markdown import PLOTS_DIR, REPORT_FILE
 from rlal.report.metrics import MetricsWriter
+from rlal.report.widths import WIDTHS_FILE
 
 RUN_MARKERS = ("metrics.jsonl", "result.json")
 """Files whose presence means a directory already holds a run."""
 
+LOCK_FILE = "run.lock"
 
-def prepare_run_dir(out: Path, *, overwrite: bool = False) -> Path:
-    """Create ``out`` for a new run; refuse (unless ``overwrite``) if it already holds one."""
+RUN_FILES = (
+    "config.yaml", "run.json", "metrics.jsonl", POINTER, "episodes.json", WIDTHS_FILE, REPORT_FILE,
+    "model.safetensors", "model.json", "result.json",
+)
+"""The files a run writes at the top of its directory (see the README's table)."""
+RUN_DIRS = ("pruned", PLOTS_DIR)
+"""The folders a run writes (besides its checkpoints)."""
+RUN_PATTERNS = ("checkpoint-[0-9]*", ".checkpoint-*.tmp", *(f".{name}.*.tmp" for name in RUN_FILES))
+"""Checkpoints, and what an interrupted atomic write can leave behind."""
+
+
+def check_run_dir(out: Path, *, overwrite: bool = False) -> None:
+    """Refuse early (before data is read) to start a run in ``out``: when it is not a directory, holds a run
+    and ``overwrite`` is not given, or is locked by another live process. Writes nothing."""
     if out.exists() and not out.is_dir():
         raise RlalError(f"--out {out} exists and is not a directory")
+    _refuse_a_held_run(out, overwrite)
+    holder = _holder(out / LOCK_FILE)
+    if holder is not None and not _is_mine(holder) and not _is_stale(holder):
+        raise RunDirLocked(_locked_message(out, holder))
+
+
+def prepare_run_dir(out: Path, *, overwrite: bool = False) -> Path:
+    """Create ``out`` for a new run and lock it (see the module docstring); refuse (unless ``overwrite``)
+    if it already holds a run.
+
+    ``overwrite`` first removes everything the run layout owns (:data:`RUN_FILES`, :data:`RUN_DIRS` and
+    :data:`RUN_PATTERNS`: results, report, pruned model, checkpoints), so that nothing of the old run can
+    be mistaken for the new one's, e.g. resumed from. Other files a user put in the directory are kept."""
+    if out.exists() and not out.is_dir():
+        raise RlalError(f"--out {out} exists and is not a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RlalError(f"cannot create run directory {out}: {exc.strerror}") from None
+    taken = lock_run_dir(out)
+    try:
+        _refuse_a_held_run(out, overwrite)  # under the lock: no other run can be writing here now
+        if overwrite:
+            clear_run_dir(out)
+    except BaseException:
+        if taken:  # refused: do not keep a lock on a directory this process will not use
+            release_run_lock(out)
+        raise
+    return out
+
+
+def _refuse_a_held_run(out: Path, overwrite: bool) -> None:
     held = [name for name in RUN_MARKERS if (out / name).exists()]
     if held and not overwrite:
         raise RlalError(
             f"run directory {out} already holds a run ({held[0]}); choose another --out or pass --overwrite"
         )
-    for name in held:
-        (out / name).unlink()
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise RlalError(f"cannot create run directory {out}: {exc.strerror}") from None
-    return out
+
+
+def clear_run_dir(out: Path) -> None:
+    """Remove what a run's layout owns from ``out`` (see :func:`prepare_run_dir`), keeping the lock and any
+    other file. The old run's result and checkpoint pointer go first, so an interrupted clean-up never
+    leaves something that looks like a finished or resumable run."""
+    paths = [out / name for name in ("result.json", POINTER, *RUN_FILES, *RUN_DIRS)]
+    paths += [path for pattern in RUN_PATTERNS for path in sorted(out.glob(pattern))]
+    for path in dict.fromkeys(paths):  # ordered, without duplicates
+        try:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+        except OSError as exc:
+            raise RlalError(f"--overwrite cannot remove {path}: {exc.strerror}") from None
 
 
 def write_run_header(out: Path, config: RunConfig, extra: dict[str, Any] | None = None) -> None:
@@ -80,14 +152,22 @@ def open_run(
 ) -> tuple[Path, MetricsWriter, Checkpoint | None]:
     """Start a new run in ``out`` (header and config written first), or with ``resume`` reopen the run
     there at its last complete checkpoint: ``metrics.jsonl`` is cut back to what that checkpoint had seen.
-    Returns the run directory, its metrics writer and the checkpoint (None for a new run)."""
+    Either way the directory is locked first (see the module docstring). Returns the run directory, its
+    metrics writer and the checkpoint (None for a new run)."""
     if not resume:
         run_dir = prepare_run_dir(out, overwrite=overwrite)
         write_run_header(run_dir, config, header)
         return run_dir, MetricsWriter(run_dir / "metrics.jsonl"), None
-    checkpoint = resumable_checkpoint(out)
-    metrics = MetricsWriter(out / "metrics.jsonl")
-    metrics.truncate(checkpoint.state["metrics_lines"])
+    _require_run_dir(out)
+    taken = lock_run_dir(out)
+    try:
+        checkpoint = resumable_checkpoint(out)
+        metrics = MetricsWriter(out / "metrics.jsonl")
+        metrics.truncate(checkpoint.state["metrics_lines"])
+    except BaseException:
+        if taken:
+            release_run_lock(out)
+        raise
     return out, metrics, checkpoint
 
 
@@ -162,3 +242,147 @@ def _kept(run_dir: Path) -> str:
     except (OSError, ValueError, KeyError):
         return "no epoch had finished, so there is no checkpoint"
     return f"the checkpoint of epoch {epoch} is kept in {run_dir}"
+
+
+# --- the run directory's lock (see the module docstring) -----------------------------------------------
+
+TAKEOVER_TRIES = 50
+"""Attempts (10 ms apart) to take a lock while another process is taking over the same stale one."""
+
+_registry = threading.Lock()
+_held: dict[Path, str] = {}
+"""Run directories (resolved) this process holds the lock of, with the lock file's exact content."""
+_scopes: dict[Path, int] = {}
+"""Open :func:`run_lock` blocks per run directory (resolved)."""
+
+
+@contextlib.contextmanager
+def run_lock(out: Path) -> Iterator[None]:
+    """The lifetime of a run in ``out``: the lock the run takes when it opens the directory is released
+    when the outermost such block for ``out`` ends, however it ends. Creates nothing by itself, so a run
+    that fails before opening its directory (a missing dataset, say) leaves no trace."""
+    key = Path(out).resolve()
+    with _registry:
+        _scopes[key] = _scopes.get(key, 0) + 1
+    try:
+        yield
+    finally:
+        with _registry:
+            _scopes[key] -= 1
+            last = _scopes[key] == 0
+            if last:
+                del _scopes[key]
+        if last:
+            release_run_lock(out)
+
+
+def lock_run_dir(out: Path) -> bool:
+    """Take the lock of the existing directory ``out`` for this process: True if taken now, False if this
+    process held it already. :class:`RunDirLocked` naming the holder if another live process holds it."""
+    key = out.resolve()
+    path = out / LOCK_FILE
+    content = json.dumps({
+        "pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }) + "\n"  # fmt: skip
+    # Held throughout: a lock file with this pid that is not in _held then surely belongs to a dead
+    # earlier process that had the same pid, never to another thread of this one.
+    with _registry:
+        if key in _held:
+            return False
+        for _ in range(TAKEOVER_TRIES):
+            try:
+                # O_EXCL: checking that no lock exists and creating it are one atomic step: one process wins.
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                holder = _holder(path)
+                if holder is None or not (_is_mine(holder) or _is_stale(holder)):
+                    raise RunDirLocked(_locked_message(out, holder)) from None
+                _remove_stale(path, holder)
+                time.sleep(0.01)
+                continue
+            except OSError as exc:
+                raise RlalError(f"cannot create the lock {path}: {exc.strerror}") from None
+            with os.fdopen(fd, "w") as f:
+                f.write(content)
+            _held[key] = content
+            return True
+    guard = path.with_name(path.name + ".takeover")
+    raise RunDirLocked(f"run directory {out}: cannot take over the stale {path}; if no rlal run is using the "
+                       f"directory, remove it and {guard.name}")
+
+
+def release_run_lock(out: Path) -> None:
+    """Release this process's lock on ``out``, if it holds one. The file is removed only while it still
+    holds this process's content, so a lock another process took over is left alone."""
+    with _registry:
+        content = _held.pop(Path(out).resolve(), None)
+    if content is None:
+        return
+    path = Path(out) / LOCK_FILE
+    with contextlib.suppress(OSError):
+        if path.read_text() == content:
+            path.unlink()
+
+
+@atexit.register
+def _release_all() -> None:
+    # A run opened outside a run_lock block (a direct call of a training function) keeps its lock until
+    # the process ends; release it then, so it never looks held by a pid that may be reused.
+    with _registry:
+        held = list(_held)
+    for key in held:
+        release_run_lock(key)
+
+
+def _holder(path: Path) -> dict[str, Any] | None:
+    """The lock file's content, or None when it cannot be read (missing, being written, corrupt)."""
+    try:
+        holder = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    if not isinstance(holder, dict) or not isinstance(holder.get("pid"), int):
+        return None
+    return holder
+
+
+def _is_mine(holder: dict[str, Any]) -> bool:
+    return holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname()
+
+
+def _is_stale(holder: dict[str, Any]) -> bool:
+    """Whether the holder is a process of this host that no longer runs (another host's: never)."""
+    if holder.get("host") != socket.gethostname() or holder["pid"] <= 0:
+        return False
+    try:
+        os.kill(holder["pid"], 0)  # signal 0: only checks that the process exists
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # it exists, under another user
+    return False
+
+
+def _remove_stale(path: Path, holder: dict[str, Any]) -> None:
+    """Remove the stale lock at ``path`` unless it changed since it was judged stale. Two processes may find
+    the same stale lock: a takeover file created with O_EXCL lets only one of them remove it, so neither
+    can remove the fresh lock the other has just created."""
+    guard = path.with_name(path.name + ".takeover")
+    try:
+        os.close(os.open(guard, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+    except FileExistsError:
+        return  # another process is taking over: the next attempt sees its lock
+    try:
+        if _holder(path) == holder:
+            path.unlink(missing_ok=True)
+    finally:
+        guard.unlink(missing_ok=True)
+
+
+def _locked_message(out: Path, holder: dict[str, Any] | None) -> str:
+    lock = out / LOCK_FILE
+    if holder is None:
+        return f"run directory {out} is locked ({lock} is unreadable); remove it if no rlal run uses {out}"
+    who = f"pid {holder['pid']} on {holder.get('host', '?')}, since {holder.get('started', '?')}"
+    if holder.get("host") != socket.gethostname():
+        return f"run directory {out} is in use by another rlal process ({who}); remove {lock} if it has ended"
+    return f"run directory {out} is in use by another rlal process ({who}); wait for it to end"

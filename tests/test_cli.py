@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+import rlal.train.joint
 from rlal.cli import main
 
 
@@ -204,3 +207,42 @@ def test_data_command_on_mismatched_train_and_test_classes_names_the_folder(caps
     code, _, err = run_cli(capsys, "data", "--dataset", "cifar10", "--data-dir", str(tmp_path / "c10"),
                            "--cache-dir", str(tmp_path / "cache"))
     assert_one_line_error(code, err, "c10")
+
+
+# `rlal demo` refuses to replace an earlier run like `rlal train`; `make demo` asks it to.
+
+def _earlier_run(out):
+    out.mkdir(parents=True)
+    (out / "metrics.jsonl").write_text('{"epoch": 1}\n')
+    (out / "result.json").write_text('{"method": "rlal"}\n')
+    return out
+
+
+def test_demo_refuses_to_replace_an_earlier_run_without_overwrite(capsys, tmp_path):
+    out = _earlier_run(tmp_path / "demo")
+    code, _, err = run_cli(capsys, "demo", "--out", str(out), "--data-dir", str(tmp_path / "nowhere"),
+                           "--set", "data.download=false")
+    assert_one_line_error(code, err, f"run directory {out} already holds a run", "--overwrite")
+    assert (out / "result.json").read_text() == '{"method": "rlal"}\n'
+
+
+def test_demo_with_overwrite_replaces_the_earlier_run(capsys, tmp_path, monkeypatch):
+
+    out = _earlier_run(tmp_path / "demo")
+    calls = []
+
+    def fake_fit_joint(config, run_dir, *, overwrite=False, resume=False):
+        calls.append(overwrite)
+        return SimpleNamespace(dense_macs=2e6, macs=1e6, dense_params=2e5, params=1e5, test_acc=50.0,
+                               seconds=1.0, run_dir=run_dir)
+
+    monkeypatch.setattr(rlal.train.joint, "fit_joint", fake_fit_joint)
+    code, out_text, err = run_cli(capsys, "demo", "--out", str(out), "--overwrite")
+    assert code == 0, err
+    assert calls == [True] and "pruned model in" in out_text
+
+
+def test_make_demo_passes_overwrite_so_it_runs_twice_in_a_row():
+    makefile = (Path(__file__).resolve().parent.parent / "Makefile").read_text()
+    recipe = makefile.split("\ndemo:", 1)[1].split("\n\n", 1)[0]
+    assert "rlal demo --overwrite" in recipe

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -179,3 +182,59 @@ def _has_onnxruntime() -> bool:
     except ImportError:
         return False
     return True
+
+
+# A spec naming a factory: never imported without --trust-factory, and never from the working directory.
+
+
+def resnet20_factory(**kwargs) -> torch.nn.Module:
+    """A user factory, as a legitimate spec would name it (``test_eval:resnet20_factory``)."""
+    return create_model("resnet20", **kwargs)
+
+
+def _with_factory(run_dir: Path, tmp_path: Path, factory: str, **kwargs) -> Path:
+    """A copy of the run directory whose pruned model's spec names ``factory``."""
+    copy = Path(shutil.copytree(run_dir, tmp_path / "run"))
+    spec_path = copy / "pruned" / "spec.json"
+    spec = json.loads(spec_path.read_text())
+    spec["arch"] = {"factory": factory, "kwargs": kwargs}
+    spec_path.write_text(json.dumps(spec))
+    return copy
+
+
+def test_eval_export_and_bench_refuse_an_untrusted_factory_and_run_nothing(run_dir, tmp_path, capsys):
+    marker = tmp_path / "pwned"
+    run = _with_factory(run_dir, tmp_path, "os:system", command=f"touch {marker}")
+    code, _, err = run_cli(capsys, "eval", str(run), *QUICK)
+    assert_one_line_error(code, err, "'os:system'", "--trust-factory")
+    code, _, err = run_cli(capsys, "export", str(run), "--onnx", str(tmp_path / "out.onnx"))
+    assert_one_line_error(code, err, "'os:system'", "--trust-factory")
+    code, _, err = run_cli(capsys, "bench", "latency", str(run), "--runs", "1", "--warmup", "0", "--no-cuda")
+    assert_one_line_error(code, err, "'os:system'", "--trust-factory")
+    assert not marker.exists() and not (tmp_path / "out.onnx").exists()
+
+
+def test_eval_with_trust_factory_loads_a_user_factory(run_dir, tmp_path, capsys):
+    run = _with_factory(run_dir, tmp_path, "test_eval:resnet20_factory", num_classes=10, in_channels=1,
+                        input_size=28)
+    code, out, err = run_cli(capsys, "eval", str(run), "--json", "--device", "cpu", "--trust-factory", *QUICK)
+    assert code == 0, err
+    info = json.loads(out)
+    assert info["model"] == "test_eval:resnet20_factory" and info["test_images"] == 90
+    assert info["macs"] == count_macs_params(load_pruned(run_dir / "pruned"), SHAPE)[0]
+
+
+def test_python_m_rlal_never_imports_a_factory_module_from_the_working_directory(run_dir, tmp_path):
+    run = _with_factory(run_dir, tmp_path, "cwd_factory_mod:build")
+    work = tmp_path / "work"
+    work.mkdir()
+    marker = tmp_path / "imported"
+    (work / "cwd_factory_mod.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "rlal", "eval", str(run), "--trust-factory", "--device", "cpu", *QUICK],
+        cwd=work, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1
+    assert "cannot import factory cwd_factory_mod:build" in proc.stderr
+    assert not marker.exists()

@@ -11,7 +11,8 @@ import pytest
 import torch
 from test_structure_nets import make_inception_net, realistic, zoo_structure
 
-from rlal.errors import RlalError
+from rlal.errors import RlalError, UntrustedFactory
+from rlal.models import create_model
 from rlal.structure import ArchSpec, Plan, cut, find_layers, load_pruned, save_pruned
 
 
@@ -54,7 +55,7 @@ def test_user_factory_model_round_trip_is_exact(tmp_path: Path) -> None:
     small = cut(structure, plan)
     arch = ArchSpec.from_factory("test_structure_nets:make_inception_net", num_classes=5)
     save_pruned(tmp_path / "net", small, arch=arch, plan=plan, input_shape=(3, 16, 16), policy="all")
-    loaded = load_pruned(tmp_path / "net")
+    loaded = load_pruned(tmp_path / "net", trust_factory=True)  # the opt-in: this factory is ours
     assert_same_outputs(small, loaded, (3, 16, 16))
 
 
@@ -81,7 +82,8 @@ def test_missing_files_are_errors_naming_the_file(saved: Path) -> None:
         (lambda s: "{not json", "not a readable JSON spec"),
         (lambda s: json.dumps({**s, "format": "other"}), "not a pruned-model spec"),
         (lambda s: json.dumps({**s, "arch": {"model": "resnet99"}}), "unknown model 'resnet99'"),
-        (lambda s: json.dumps({**s, "arch": {"factory": "no_such_module:f"}}), "cannot import factory"),
+        (lambda s: json.dumps({**s, "arch": {"factory": "no_such_module:f"}}), "trust_factory=True"),
+        (lambda s: json.dumps({**s, "arch": {"factory": "../evil:f"}}), "must look like 'package.module"),
         (lambda s: json.dumps({**s, "policy": "none"}), "'policy' must be one of"),
         (
             lambda s: json.dumps({**s, "keep": {**s["keep"], "layer1.0.conv1": 0}}),
@@ -114,3 +116,57 @@ def test_corrupt_weights_or_other_widths_are_errors_naming_the_weights_file(save
     spec_path.write_text(json.dumps(spec))
     with pytest.raises(RlalError, match=re.escape(f"{weights}: layer1.0.conv1.weight has shape")):
         load_pruned(saved)
+
+
+# Loading never runs code the caller did not name: a factory in a spec needs an explicit opt-in.
+
+
+def _spec_naming(saved: Path, factory: str, **kwargs) -> None:
+    spec_path = saved / "spec.json"
+    spec = json.loads(spec_path.read_text())
+    spec["arch"] = {"factory": factory, "kwargs": kwargs}
+    spec_path.write_text(json.dumps(spec))
+
+
+def test_a_malicious_factory_spec_is_refused_without_the_opt_in_and_runs_nothing(saved: Path, tmp_path):
+    marker = tmp_path / "pwned"
+    _spec_naming(saved, "os:system", command=f"touch {marker}")
+    with pytest.raises(UntrustedFactory, match=r"spec\.json: .*'os:system'.*trust_factory=True") as caught:
+        load_pruned(saved)
+    assert "\n" not in str(caught.value)
+    assert not marker.exists()
+
+
+def test_an_untrusted_factory_module_is_not_even_imported(saved: Path, tmp_path, monkeypatch):
+    (tmp_path / "evil_factory_mod.py").write_text(f"open({str(tmp_path / 'imported')!r}, 'w').close()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    _spec_naming(saved, "evil_factory_mod:build")
+    with pytest.raises(UntrustedFactory):
+        load_pruned(saved)
+    assert not (tmp_path / "imported").exists()
+
+
+def test_passing_the_dense_model_loads_a_factory_spec_without_importing_the_factory(saved: Path, tmp_path):
+    marker = tmp_path / "pwned"
+    reference = load_pruned(saved)
+    _spec_naming(saved, "os:system", command=f"touch {marker}")
+    loaded = load_pruned(saved, model=create_model("resnet20"))
+    assert_same_outputs(reference, loaded, (3, 32, 32))
+    assert not marker.exists()
+
+
+def test_a_trusted_factory_inside_the_pruned_directory_is_refused_and_not_imported(tmp_path, monkeypatch):
+    model = realistic(make_inception_net(num_classes=5), (3, 16, 16))
+    structure = find_layers(model, (3, 16, 16), policy="all")
+    plan = random_plan(structure, seed=3)
+    arch = ArchSpec.from_factory("shipped_factory_mod:build", num_classes=5)
+    net = save_pruned(tmp_path / "net", cut(structure, plan), arch=arch, plan=plan, input_shape=(3, 16, 16),
+                      policy="all")
+    marker = tmp_path / "imported"
+    (net / "shipped_factory_mod.py").write_text(
+        f"open({str(marker)!r}, 'w').close()\nfrom test_structure_nets import make_inception_net as build\n"
+    )
+    monkeypatch.syspath_prepend(str(net))  # as if Python were started in the pruned directory
+    with pytest.raises(UntrustedFactory, match="inside the pruned model's own directory"):
+        load_pruned(net, trust_factory=True)
+    assert not marker.exists()

@@ -5,18 +5,28 @@
     <directory>/weights.safetensors    the pruned model's state dict
 
 :func:`load_pruned` rebuilds the dense model (a zoo name with its ``num_classes``/``in_channels``/
-``input_size``, or for a user model an importable factory ``"package.module:function"`` called with the
-JSON ``kwargs``; or, for a spec saved without an architecture, the dense model instance the caller passes),
-finds its layers under the saved policy, cuts every layer to its saved width (which channel
-indices does not matter: the weights overwrite them) and loads the weights. Nothing is unpickled: no
-``torch.load`` at all. Note that a factory spec imports and calls that function, so load specs you trust.
-"""
+``input_size``; or the dense model instance the caller passes; or, only with ``trust_factory=True``, a user
+factory ``"package.module:function"`` called with the JSON ``kwargs``), finds its layers under the saved
+policy, cuts every layer to its saved width (which channel indices does not matter: the weights overwrite
+them) and loads the weights.
 
+**What loading trusts.** The weights are read with safetensors, never unpickled, and a zoo spec only picks
+one of rlal's own models and its sizes. But a spec is data from wherever the directory came from, and a
+factory spec names code: loading it imports that module and calls that function with the spec's arguments
+(``os:system`` with ``{"command": ...}`` would run a shell command). So a factory is never imported unless
+the caller either passes the dense model (then the spec's factory is ignored) or opts in with
+``trust_factory=True`` (``--trust-factory`` on the command line); without that, such a spec raises
+:class:`~rlal.errors.UntrustedFactory` before anything is imported. Even with the opt-in, a module lying
+in the pruned directory itself is refused: the factory must come from an installed package or a path the
+user put on ``sys.path``.
+"""
 from __future__ import annotations
 
 import copy
 import importlib
+import importlib.util
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +37,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from rlal.checkpoint import atomic_write
-from rlal.errors import RlalError
+from rlal.errors import RlalError, UntrustedFactory
 from rlal.structure.layers import POLICIES, Policy, find_layers
 from rlal.structure.plan import Plan
 from rlal.structure.surgery import cut
@@ -36,6 +46,10 @@ from rlal.structure.trace import check_input_shape
 SPEC_FILE = "spec.json"
 WEIGHTS_FILE = "weights.safetensors"
 FORMAT = "rlal-pruned-model/1"
+TRUST_HINT = "pass trust_factory=True (--trust-factory on the command line) or the dense model (model=...)"
+
+# Dotted identifiers only: no relative imports, no paths, nothing importlib would read another way.
+_FACTORY = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
 
 
 @dataclass(frozen=True)
@@ -59,8 +73,9 @@ class ArchSpec:
         (``"package.module:function"``) with ``kwargs``."""
         return cls(factory=target, kwargs=kwargs)
 
-    def build(self) -> nn.Module:
-        """A freshly built dense model."""
+    def build(self, *, trust_factory: bool = False) -> nn.Module:
+        """A freshly built dense model. A factory spec imports and calls the factory, so it needs
+        ``trust_factory=True``; without it :class:`UntrustedFactory` is raised and nothing is imported."""
         if self.model is not None:
             from rlal.models import create_model  # the zoo is only needed for zoo specs
 
@@ -68,9 +83,12 @@ class ArchSpec:
                 return create_model(self.model, **dict(self.kwargs))
             except TypeError as exc:
                 raise RlalError(f"bad arguments for zoo model {self.model}: {exc}") from None
-        module_name, _, function = (self.factory or "").partition(":")
-        if not module_name or not function:
-            raise RlalError(f"factory must look like 'package.module:function', got {self.factory!r}")
+        module_name, function = self._factory_parts()
+        if not trust_factory:
+            raise UntrustedFactory(
+                f"the spec names the factory {self.factory!r}, code that loading would import and run; "
+                f"if you trust it, {TRUST_HINT}"
+            )
         try:
             builder = getattr(importlib.import_module(module_name), function)
         except (ImportError, AttributeError) as exc:
@@ -84,6 +102,29 @@ class ArchSpec:
         if not isinstance(model, nn.Module):
             raise RlalError(f"factory {self.factory} returned {type(model).__name__}, not an nn.Module")
         return model
+
+    def factory_origin(self) -> Path | None:
+        """Where the factory's top-level module would be imported from (its file or package directory),
+        found without running any of its code; None for a zoo spec or a module not found."""
+        if self.factory is None:
+            return None
+        top = self._factory_parts()[0].partition(".")[0]
+        try:
+            found = importlib.util.find_spec(top)  # a top-level name: located, not executed
+        except (ImportError, ValueError):
+            return None
+        if found is None:
+            return None
+        if found.origin not in (None, "built-in", "frozen"):
+            return Path(found.origin)
+        locations = list(found.submodule_search_locations or [])  # a namespace package has no origin
+        return Path(locations[0]) if locations else None
+
+    def _factory_parts(self) -> tuple[str, str]:
+        if not isinstance(self.factory, str) or not _FACTORY.fullmatch(self.factory):
+            raise RlalError(f"factory must look like 'package.module:function', got {self.factory!r}")
+        module_name, _, function = self.factory.partition(":")
+        return module_name, function
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form."""
@@ -142,11 +183,16 @@ def save_pruned(
     return directory
 
 
-def load_pruned(directory: str | Path, model: nn.Module | None = None) -> nn.Module:
+def load_pruned(
+    directory: str | Path, model: nn.Module | None = None, *, trust_factory: bool = False
+) -> nn.Module:
     """Rebuild the pruned model saved in ``directory`` (see the module docstring), in eval mode, on the
-    CPU. ``model`` is the dense architecture to cut (any weights; it is not modified), needed only when
-    the spec records none. A missing or corrupt spec or weights file, or weights whose shapes do not match
-    the saved widths, raise :class:`RlalError` naming the file."""
+    CPU. ``model`` is the dense architecture to cut (any weights; it is not modified), needed when the spec
+    records none; given, it is used instead of the spec's architecture. A spec naming a factory is loaded
+    only with ``model`` or ``trust_factory=True`` (otherwise :class:`~rlal.errors.UntrustedFactory`, and
+    nothing is imported); a factory module inside ``directory`` is refused even then. A missing or corrupt
+    spec or weights file, or weights whose shapes do not match the saved widths, raise :class:`RlalError`
+    naming the file."""
     directory = Path(directory)
     spec_path, weights_path = directory / SPEC_FILE, directory / WEIGHTS_FILE
     arch, policy, input_shape, keep = _read_spec(spec_path)
@@ -156,14 +202,16 @@ def load_pruned(directory: str | Path, model: nn.Module | None = None) -> nn.Mod
             f"load_pruned({str(directory)!r}, model=YourNet(...))"
         )
     try:
-        dense = copy.deepcopy(model).cpu() if model is not None else arch.build()
+        if model is None:
+            _check_factory_source(arch, directory, trust_factory)
+        dense = copy.deepcopy(model).cpu() if model is not None else arch.build(trust_factory=trust_factory)
         structure = find_layers(dense, input_shape, policy=policy)
         missing = [name for name in structure.names if name not in keep]
         if missing:
             raise RlalError(f"no keep count for layer {missing[0]} of the rebuilt model")
         plan = Plan.from_keep_counts(structure, keep)
     except RlalError as exc:
-        raise RlalError(f"{spec_path}: {exc}") from None
+        raise type(exc)(f"{spec_path}: {exc}") from None
     # Any channels will do for the shapes; the weights overwrite them.
     model = cut(structure, kept={name: range(k) for name, k in plan.items()})
     state = _read_weights(weights_path)
@@ -181,6 +229,20 @@ def load_pruned(directory: str | Path, model: nn.Module | None = None) -> nn.Mod
             )
     model.load_state_dict(state, strict=True)
     return model.eval()
+
+
+def _check_factory_source(arch: ArchSpec, directory: Path, trust_factory: bool) -> None:
+    """Refuse a trusted factory whose module would come from the pruned directory itself: code shipped
+    with a model is never imported just because that directory is on ``sys.path`` (the working directory,
+    say)."""
+    if arch.factory is None or not trust_factory:
+        return  # a zoo spec imports nothing; an untrusted factory is refused by ArchSpec.build
+    origin = arch.factory_origin()
+    if origin is not None and origin.resolve().is_relative_to(directory.resolve()):
+        raise UntrustedFactory(
+            f"the factory {arch.factory!r} would be imported from {origin}, inside the pruned model's own "
+            "directory; install its module or put it on PYTHONPATH elsewhere"
+        )
 
 
 def _read_spec(path: Path) -> tuple[ArchSpec | None, Policy, tuple[int, ...], dict[str, int]]:

@@ -47,7 +47,7 @@ from rlal.errors import RlalError
 from rlal.report.markdown import write_report
 from rlal.report.metrics import MetricsWriter
 from rlal.report.widths import write_widths
-from rlal.rundir import prepare_run_dir, write_run_header
+from rlal.rundir import prepare_run_dir, run_lock, write_run_header
 from rlal.structure import (
     ArchSpec,
     Plan,
@@ -94,6 +94,11 @@ def fit_baseline(config: RunConfig, out: Path, *, overwrite: bool = False) -> Pr
 def fit_uniform(config: RunConfig, out: Path, *, overwrite: bool = False) -> PrunedResult:
     """Cut the uniform plan that meets ``env.target_macs`` from a freshly initialised ``config.model`` and
     train the small model from scratch for ``train.epochs``."""
+    with run_lock(out):  # the directory's lock, taken when it is opened, is held until the run ends
+        return _fit_uniform(config, out, overwrite)
+
+
+def _fit_uniform(config: RunConfig, out: Path, overwrite: bool) -> PrunedResult:
     start = time.perf_counter()
     runtime, data, model = setup(config)
     structure = find_layers(model, input_shape(data), policy=config.env.policy)
@@ -112,13 +117,15 @@ def fit_uniform(config: RunConfig, out: Path, *, overwrite: bool = False) -> Pru
 def fit_magnitude(config: RunConfig, out: Path, *, overwrite: bool = False) -> PrunedResult:
     """Train dense, keep the same fraction of every layer's channels by ``baseline.criterion`` (L1 filter
     norm), fine-tune."""
-    return _three_stage("magnitude", config, out, overwrite)
+    with run_lock(out):
+        return _three_stage("magnitude", config, out, overwrite)
 
 
 def fit_depgraph(config: RunConfig, out: Path, *, overwrite: bool = False) -> PrunedResult:
     """Train dense, prune with Torch-Pruning's group-norm importance and global ranking to the target,
     fine-tune."""
-    return _three_stage("depgraph", config, out, overwrite)
+    with run_lock(out):
+        return _three_stage("depgraph", config, out, overwrite)
 
 
 def uniform_plan(structure: Structure, budget: Budget) -> Selection:

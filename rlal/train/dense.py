@@ -14,7 +14,7 @@ from rlal.config import RunConfig
 from rlal.data import Data, build_data
 from rlal.models import count_macs_params, create_model
 from rlal.report.markdown import write_report
-from rlal.rundir import guarded_epochs, open_run
+from rlal.rundir import guarded_epochs, open_run, run_lock
 from rlal.train.epoch import EpochStats, evaluate, train_one_epoch
 from rlal.train.optim import build_optimizer, build_scheduler
 from rlal.train.runtime import Runtime, resolve_runtime, seed_everything
@@ -36,7 +36,13 @@ class DenseResult:
 
 def fit_dense(config: RunConfig, out: Path, *, overwrite: bool = False, resume: bool = False) -> DenseResult:
     """Train ``config.model`` on ``config.data`` from scratch and save it into the run directory ``out``
-    (or, with ``resume``, continue the run there from its last epoch checkpoint)."""
+    (or, with ``resume``, continue the run there from its last epoch checkpoint). The directory is locked
+    from when it is opened until the run ends (see :mod:`rlal.rundir`)."""
+    with run_lock(out):
+        return _fit_dense(config, out, overwrite=overwrite, resume=resume)
+
+
+def _fit_dense(config: RunConfig, out: Path, *, overwrite: bool, resume: bool) -> DenseResult:
     start = time.perf_counter()
     runtime, data, model = setup(config)
     macs, params = count_macs_params(model, input_shape(data))

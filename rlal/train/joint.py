@@ -39,7 +39,7 @@ from rlal.env.reward import first_batches, recalibrated_bn
 from rlal.report.markdown import write_report
 from rlal.report.metrics import MetricsWriter
 from rlal.report.widths import write_widths
-from rlal.rundir import guarded_epochs, open_run
+from rlal.rundir import guarded_epochs, open_run, run_lock
 from rlal.structure import (
     ArchSpec,
     ChannelMasks,
@@ -61,13 +61,15 @@ from rlal.train.runtime import Runtime
 
 def fit_joint(config: RunConfig, out: Path, *, overwrite: bool = False, resume: bool = False) -> PrunedResult:
     """Train the zoo model ``config.model`` from scratch and prune it to ``config.env.target_macs`` in the
-    same run, writing the run directory ``out`` (or continuing the run there with ``resume``)."""
+    same run, writing the run directory ``out`` (or continuing the run there with ``resume``). The directory
+    is locked from when it is opened until the run ends (see :mod:`rlal.rundir`)."""
     start = time.perf_counter()
-    runtime, data, model = setup(config)
-    arch = ArchSpec.zoo(config.model.name, num_classes=data.spec.num_classes,
-                        in_channels=data.spec.in_channels, input_size=data.spec.input_size)
-    return train_and_prune(config, runtime, data, model, arch, out, overwrite=overwrite, resume=resume,
-                           start=start)
+    with run_lock(out):
+        runtime, data, model = setup(config)
+        arch = ArchSpec.zoo(config.model.name, num_classes=data.spec.num_classes,
+                            in_channels=data.spec.in_channels, input_size=data.spec.input_size)
+        return train_and_prune(config, runtime, data, model, arch, out, overwrite=overwrite, resume=resume,
+                               start=start)
 
 
 def train_and_prune(

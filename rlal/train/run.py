@@ -6,6 +6,7 @@ from pathlib import Path
 
 from rlal.config import BASELINE_METHODS, RunConfig
 from rlal.errors import RlalError
+from rlal.rundir import run_lock
 from rlal.train.dense import DenseResult
 from rlal.train.result import PrunedResult
 
@@ -16,17 +17,20 @@ RESUMABLE = ("dense", "rlal")
 def fit(
     config: RunConfig, out: Path, *, overwrite: bool = False, resume: bool = False
 ) -> DenseResult | PrunedResult:
-    """Run ``config.method`` into the run directory ``out`` (``resume``: continue the run there)."""
+    """Run ``config.method`` into the run directory ``out`` (``resume``: continue the run there). The run
+    holds the directory's lock from when it opens it until it ends, however it ends (see
+    :mod:`rlal.rundir`)."""
     if resume and config.method not in RESUMABLE:
         raise RlalError(f"--resume continues dense and rlal runs; a {config.method} run starts again")
-    if config.method in BASELINE_METHODS:
-        from rlal.train.baselines import fit_baseline
+    with run_lock(out):
+        if config.method in BASELINE_METHODS:
+            from rlal.train.baselines import fit_baseline
 
-        return fit_baseline(config, out, overwrite=overwrite)
-    if config.method == "dense":
-        from rlal.train.dense import fit_dense
+            return fit_baseline(config, out, overwrite=overwrite)
+        if config.method == "dense":
+            from rlal.train.dense import fit_dense
 
-        return fit_dense(config, out, overwrite=overwrite, resume=resume)
-    from rlal.train.joint import fit_joint
+            return fit_dense(config, out, overwrite=overwrite, resume=resume)
+        from rlal.train.joint import fit_joint
 
-    return fit_joint(config, out, overwrite=overwrite, resume=resume)
+        return fit_joint(config, out, overwrite=overwrite, resume=resume)
