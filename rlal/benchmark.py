@@ -253,9 +253,9 @@ def _cut_lines(records: Sequence[RunRecord]) -> list[str]:
         res = r.result
         if "at_cut_cut_test_acc" not in res:
             continue
-        dense = res.get("at_cut_dense_test_acc")
+        dense, after = res.get("at_cut_dense_test_acc"), res.get("at_cut_cut_test_acc")
         recal = res.get("at_cut_cut_test_acc_bn_recalibrated")
-        lost = f"{dense - recal:+.2f}" if dense is not None and recal is not None else "missing"
+        lost = f"{dense - after:+.2f}" if dense is not None and after is not None else "missing"
         rows.append(
             f"| `{r.method}` | {r.seed} | {_f(res.get('at_cut_removed_kept_norm_ratio'), 3)} | {_f(dense)} | "
             f"{_f(res.get('at_cut_masked_test_acc'))} | {_f(res.get('at_cut_cut_test_acc'))} | {_f(recal)} | "
@@ -264,8 +264,8 @@ def _cut_lines(records: Sequence[RunRecord]) -> list[str]:
     if not rows:
         return []
     return ["", "**The cut** (test accuracy, %, of the dense model just before the cut, of the masked model, "
-            "of the cut model as is and with its BN statistics re-estimated; lost = dense − cut with BN "
-            "re-estimated; the final plan's source):", "",
+            "of the cut model as is and with its BN statistics re-estimated; lost = dense − cut, both with "
+            "the training run's BN statistics; the final plan's source):", "",
             "| method | seed | removed/kept norm | dense | masked | cut | cut, BN re-est. | lost | final "
             "plan |",
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |", *rows]  # fmt: skip
