@@ -35,7 +35,7 @@ def test_a_candidate_within_the_noise_loses_to_uniform() -> None:
 def test_a_candidate_clearly_better_than_uniform_is_chosen_with_its_difference() -> None:
     rng = np.random.default_rng(1)
     uniform = correctness(rng, 0.80)
-    better = np.maximum(uniform, (rng.random(uniform.shape) < 0.10))  # fixes ~10% of the mistakes... and more
+    better = np.maximum(uniform, (rng.random(uniform.shape) < 0.10))  # right on ~10% of uniform's misses too
     worse = uniform * (rng.random(uniform.shape) > 0.05)
     sources = ["uniform", "greedy", "episode"]
     choice = decide(np.stack([uniform, worse, better]), plans(3), sources, margin=2.0)

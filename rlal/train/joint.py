@@ -102,10 +102,11 @@ def train_and_prune(
         state = checkpoint.state
         if state["final_plan"] is not None:
             final = Plan.from_keep_counts(structure, state["final_plan"])
+        align.load_state_dict(state["align"])
         if state["at_cut"] is not None:  # the model was cut: rebuild the small one, then load its weights
             at_cut = state["at_cut"]
             model, optimizer, scheduler = _small_model(structure, final, runtime, config, len(data.train),
-                                                       kept=align_kept(state["align"]["removed"], structure))
+                                                       kept=align.kept)
         model.load_state_dict(checkpoint.weights)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -113,7 +114,6 @@ def train_and_prune(
         if context is not None:
             context.load_state_dict(state["context"])
         env.load_state_dict(state["env"])
-        align.load_state_dict(state["align"])
         set_rng_state(state["rng"])
         done, seconds_before = checkpoint.epoch, state["seconds"]
 
@@ -154,10 +154,10 @@ def train_and_prune(
                     "selected_macs": int(structure.cost.of(plan)[0]),
                 })
                 if epoch == last_search:  # freeze the architecture; alignment to it follows
-                    final, record = choose_final(env, agent, context, s, data, runtime, config)
+                    scores = channel_importance(structure, config.env.criterion)  # the latest weights
+                    final, record = choose_final(env, agent, context, s, data, runtime, config, scores)
                     metrics.write({"phase": "final-choice", "epoch": epoch, "rule": s.final, **record})
-                    align.set_plan(final, criterion=config.env.criterion,
-                                   scores=channel_importance(structure, config.env.criterion))
+                    align.set_plan(final, criterion=config.env.criterion, scores=scores)
 
             elif epoch <= s.cut_epoch:  # alignment to the frozen final plan, steered toward the target
                 if epoch == last_search + 1 and s.align.lam > 0:
@@ -252,14 +252,6 @@ def _small_model(
     return small, optimizer, scheduler
 
 
-def align_kept(removed: list[torch.Tensor] | None, structure: Structure) -> dict[str, torch.Tensor] | None:
-    """Kept channel indices by layer name from the regulariser's removed masks (as its state holds them)."""
-    if removed is None:
-        return None
-    layers = structure.layers
-    return {layer.name: (~mask).nonzero().flatten() for layer, mask in zip(layers, removed, strict=True)}
-
-
 def _scores(env: PruningEnv) -> dict[str, torch.Tensor] | None:
     """The channel scores the environment's episodes were scored with (this epoch's weights)."""
     return getattr(env.scorer, "scores", None)
@@ -293,9 +285,10 @@ def select_plan(
 
 def choose_final(
     env: PruningEnv, agent: Agent, context: EpochContext | None, cfg: SearchConfig, data: Data,
-    runtime: Runtime, config: RunConfig,
+    runtime: Runtime, config: RunConfig, scores: dict[str, torch.Tensor],
 ) -> tuple[Plan, dict[str, Any]]:
-    """The architecture that is cut (``search.final``), and a record of how it was chosen."""
+    """The architecture that is cut (``search.final``), and a record of how it was chosen; ``scores`` are
+    the channel scores on the current weights (the rescored plans keep those channels)."""
     last = cfg.search_epochs - 1
     z = context.z(last) if context is not None else None
     if cfg.final == "deterministic":
@@ -303,13 +296,13 @@ def choose_final(
     recent = [e for e in env.history if e.epoch > last - cfg.final_window and math.isfinite(e.reward)]
     if cfg.final == "best-recent":
         return env.plan_of(_best(recent)), {}
-    choice = rescore_final(env, agent, z, last, recent, cfg, data, runtime, config)
+    choice = rescore_final(env, agent, z, last, recent, cfg, data, runtime, config, scores)
     return choice.plan, choice.record()
 
 
 def rescore_final(
     env: PruningEnv, agent: Agent, z: torch.Tensor | None, last: int, recent: list[Episode],
-    cfg: SearchConfig, data: Data, runtime: Runtime, config: RunConfig,
+    cfg: SearchConfig, data: Data, runtime: Runtime, config: RunConfig, scores: dict[str, torch.Tensor],
 ) -> FinalChoice:
     """``search.final: rescored``: the best recent plans, the agent's deterministic plan and the uniform
     plan, scored again on the same (current) weights; see :mod:`rlal.train.choice`."""
@@ -329,10 +322,8 @@ def rescore_final(
             plans.append(plan)
             sources.append(f"episode e{e.epoch} r{e.reward:+.4f}")
             added += 1
-    structure = env.structure
-    scores = channel_importance(structure, config.env.criterion)
     correct = score_plans(
-        structure, plans, data.reward, data.train, runtime, criterion=config.env.criterion, scores=scores,
+        env.structure, plans, data.reward, data.train, runtime, criterion=config.env.criterion, scores=scores,
         bn_batches=max(1, config.env.bn_recalibration_batches), bn_sets=cfg.final_bn_sets,
     )
     return decide(correct, plans, sources, cfg.final_margin)
