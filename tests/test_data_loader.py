@@ -183,3 +183,20 @@ def test_cuda_batches_equal_cpu_batches():
     for (xc, yc), (xg, yg) in zip(batches(cpu), batches(gpu), strict=True):
         assert xg.is_cuda and torch.equal(yc, yg.cpu())
         torch.testing.assert_close(xc, xg.cpu())
+
+
+def test_epoch_draws_match_a_draw_per_batch():
+    # The loader draws an epoch's crop/flip numbers at once; they must be the numbers a draw per batch on
+    # the same generator gives, so seeded runs keep their batches.
+    source, n, bs, seed, epoch = images(70, seed=6), 70, 16, 5, 2
+    data = DeviceLoader(source, torch.arange(n), batch_size=bs, shuffle=True, augment=CIFAR_AUGMENT,
+                        seed=seed, **IDENTITY)
+    data.set_epoch(epoch)
+    generator = seeded_generator(seed, epoch)
+    perm = torch.randperm(n, generator=generator)
+    expected = [random_crop_flip(source[perm[k : k + bs]], CIFAR_AUGMENT, generator) for k in range(0, n, bs)]
+    got = batches(data)
+    assert len(got) == len(expected) == 5
+    for (x, y), want, k in zip(got, expected, range(0, n, bs), strict=True):
+        assert torch.equal(y, perm[k : k + bs])
+        assert torch.equal(x.round().to(torch.uint8), want)

@@ -34,17 +34,29 @@ def random_crop_flip(images: torch.Tensor, aug: CropFlip, generator: torch.Gener
     Same as torchvision's ``RandomCrop(H, padding=pad)`` then ``RandomHorizontalFlip`` per image,
     done as one ``gather`` over the flattened pixels with a per-image index grid.
     """
+    draws = draw_crop_flip(len(images), aug, generator)
+    return crop_flip(images, aug, draws.to(images.device, non_blocking=True))
+
+
+def draw_crop_flip(n: int, aug: CropFlip, generator: torch.Generator) -> torch.Tensor:
+    """The random numbers :func:`random_crop_flip` draws for ``n`` images, as a CPU int64 ``3,n`` tensor
+    (rows: top and left offset in the padded image, flipped or not). Drawn on a CPU generator, so a seed
+    gives the same batches whatever the device."""
+    draws = torch.randint(0, 2 * aug.pad + 1, (3, n), generator=generator)
+    if aug.flip:
+        draws[2] = (torch.rand(n, generator=generator) < 0.5).long()
+    return draws
+
+
+def crop_flip(images: torch.Tensor, aug: CropFlip, draws: torch.Tensor) -> torch.Tensor:
+    """:func:`random_crop_flip` with its numbers given: ``draws`` from :func:`draw_crop_flip`, on the
+    images' device."""
     n, c, h, w = images.shape
     pad = aug.pad
     if aug.padding_mode == "reflect" and pad >= min(h, w):
         raise ValueError(f"reflect padding {pad} needs images larger than {pad} pixels")
-    # Draw on the CPU generator (same numbers on every device), move them in one small copy, and
-    # build the index grid on the device.
-    draws = torch.randint(0, 2 * pad + 1, (3, n), generator=generator)  # top, left (in the padded image)
-    if aug.flip:
-        draws[2] = (torch.rand(n, generator=generator) < 0.5).long()
     device = images.device
-    top, left, flipped = draws.to(device, non_blocking=True).unbind(0)
+    top, left, flipped = draws.unbind(0)
     rows = torch.arange(h, device=device) + top[:, None]  # N,H: row of the padded image
     cols = torch.arange(w, device=device).expand(n, w)
     if aug.flip:

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import torch
 
-from rlal.data.augment import CropFlip, normalize, normalizer, random_crop_flip
+from rlal.data.augment import CropFlip, crop_flip, draw_crop_flip, normalize, normalizer
 from rlal.data.splits import seeded_generator
 
 
@@ -75,12 +75,22 @@ class DeviceLoader:
             perm = torch.randperm(self.num_samples, generator=generator).to(self.device, non_blocking=True)
             order = perm if order is None else order[perm]
         bs = self.batch_size
-        for k in range(len(self)):
+        sizes = [min(bs, self.num_samples - k * bs) for k in range(len(self))]
+        draws = None
+        if self.augment is not None and sizes:
+            # The whole epoch's crop and flip numbers in one host-to-device copy, drawn in the order a
+            # per-batch draw would take them (same numbers): a copy from pageable host memory every step
+            # may make the host wait for the GPU's queue (CUDA's cudaMemcpyAsync notes), and it costs a
+            # copy call per step besides.
+            draws = torch.cat([draw_crop_flip(n, self.augment, generator) for n in sizes], dim=1)
+            draws = draws.to(self.device)
+        for k, n in enumerate(sizes):
             if order is None:
-                images, labels = self.images[k * bs : (k + 1) * bs], self.labels[k * bs : (k + 1) * bs]
+                images, labels = self.images[k * bs : k * bs + n], self.labels[k * bs : k * bs + n]
             else:
-                batch = order[k * bs : (k + 1) * bs]
+                batch = order[k * bs : k * bs + n]
                 images, labels = self.images[batch], self.labels[batch]
-            if self.augment is not None:
-                images = random_crop_flip(images, self.augment, generator)
+            if draws is not None:
+                assert self.augment is not None
+                images = crop_flip(images, self.augment, draws[:, k * bs : k * bs + n])
             yield normalize(images, self._scale, self._bias, self.channels_last), labels

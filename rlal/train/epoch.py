@@ -80,7 +80,8 @@ def train_one_epoch(
         correct += (logits.argmax(1) == y).sum()
         images += y.numel()
         steps += 1
-        if progress and steps % 20 == 0:
+        # Only when the bar is drawn: each .item() waits for the GPU's queue to drain.
+        if not bar.disable and steps % 20 == 0:
             bar.set_postfix(
                 loss=f"{loss_sum.item() / images:.3f}", acc=f"{100 * correct.item() / images:.1f}"
             )
