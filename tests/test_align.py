@@ -305,3 +305,25 @@ def test_set_plan_pushes_down_the_channels_the_configured_criterion_would_cut(cr
     if criterion == "bn_scale":
         l2 = select_channels(structure, plan, "l2")
         assert any(l2[k].tolist() != expected[k].tolist() for k in expected)  # the test can tell them apart
+
+
+def test_steering_never_reads_a_tensor_back_to_the_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A steered step keeps the ratio and lam on the model's device (on a GPU a read-back would synchronise
+    every training step); lam is read back only when asked for, and it moved."""
+    structure = zoo("resnet20")
+    _, kept = half_plan(structure)
+    align = AlignmentRegularizer(structure, lam=1e-3)
+    align.set_plan(None, kept)
+    align.steer(structure.model, 0.03, steps=10, lr=0.1, momentum=0.9)
+    before = align.lam
+
+    def refuse(*_: object) -> None:
+        raise AssertionError("a tensor was read back to the host during a steered step")
+
+    with monkeypatch.context() as m:
+        for name in ("item", "tolist", "__float__", "__int__", "__bool__", "nonzero"):
+            m.setattr(torch.Tensor, name, refuse)
+        for _ in range(3):
+            loss = align(structure.model)
+    assert loss.ndim == 0 and loss.dtype == torch.float32
+    assert align.lam != before and align.state_dict()["steer"]["done"] == 3

@@ -104,7 +104,8 @@ class AlignmentRegularizer:
 
     def __init__(self, structure: Structure, lam: float = AlignConfig.lam) -> None:
         self.structure = structure
-        self.lam = float(lam)
+        self._lam = float(lam)
+        self._lam_t: torch.Tensor | None = None  # while steering: lam as a device scalar (see _steer_step)
         params = dict(structure.model.named_parameters())
         modules = dict(structure.model.named_modules())
         # per layer: the parameter slices carrying its channels (weights as importance.py reads them, plus
@@ -287,10 +288,22 @@ class AlignmentRegularizer:
         if self._penalty_size == 0:
             return _zero(model)
         if self._steer is not None:
-            self._steer_step(model)
-        if self.lam == 0:
+            return self._steer_step(model) * self.penalty(model)
+        if self._lam == 0:
             return _zero(model)
-        return self.lam * self.penalty(model)
+        return self._lam * self.penalty(model)
+
+    @property
+    def lam(self) -> float:
+        """The penalty weight (reading it while steering waits for the device once)."""
+        if self._lam_t is not None:
+            self._lam = float(self._lam_t)
+        return self._lam
+
+    @lam.setter
+    def lam(self, value: float) -> None:
+        self._lam = float(value)
+        self._lam_t = None
 
     # ------------------------------------------------------------------ steering
     def steer(
@@ -314,15 +327,40 @@ class AlignmentRegularizer:
         self.lam = max(self.lam, _LAM_FLOOR)
         self._steer = {"start": max(start, target_ratio), "target": target_ratio, "steps": steps, "done": 0}
 
-    def _steer_step(self, model: nn.Module) -> None:
+    def _steer_step(self, model: nn.Module) -> torch.Tensor:
+        """One step of the controller; returns this step's ``lam`` as a device scalar. The ratio and ``lam``
+        stay on the device, so steering adds no host synchronisation to a GPU step."""
         s = self._steer
         assert s is not None
         progress = min(1.0, s["done"] / max(1.0, _STEER_REACH * s["steps"]))
         wanted = s["start"] * (s["target"] / s["start"]) ** progress
-        ratio = self.removed_kept_norm_ratio(model)
-        if math.isfinite(ratio):
-            self.lam = self.lam * _STEER_GAIN if ratio > wanted else max(self.lam / _STEER_GAIN, _LAM_FLOOR)
+        ratio = self._ratio_tensor(model)
+        lam = self._lam_t
+        if lam is None or lam.device != ratio.device:
+            lam = torch.tensor(self._lam, dtype=torch.float64, device=ratio.device)
+        up, down = lam * _STEER_GAIN, (lam / _STEER_GAIN).clamp_min(_LAM_FLOOR)
+        self._lam_t = torch.where(ratio.isfinite(), torch.where(ratio > wanted, up, down), lam)
         s["done"] += 1
+        return self._lam_t.to(ratio.dtype) if ratio.dtype != torch.float64 else self._lam_t
+
+    @torch.no_grad()
+    def _ratio_tensor(self, model: nn.Module) -> torch.Tensor:
+        """:meth:`removed_kept_norm_ratio` as a 0-dim tensor on the model's device (NaN where undefined).
+        Masked sums over host-known counts, not boolean indexing, which would wait for the device."""
+        assert self._removed is not None
+        norms = self._squared_norms(model, self._all_gathers, self._all_size, key=1).sqrt()
+        key = (2, 0, norms.device)
+        if key not in self._device_cache:
+            mask = torch.cat(self._removed).to(norms.device, norms.dtype)
+            self._device_cache[key] = (mask, mask)
+        removed = self._device_cache[key][0]
+        n_removed = self._penalty_size  # removed channels, counted on the host
+        n_kept = removed.numel() - n_removed
+        if n_removed == 0 or n_kept == 0:
+            return torch.full((), float("nan"), device=norms.device)
+        removed_mean = (norms * removed).sum() / n_removed
+        kept_mean = (norms * (1 - removed)).sum() / n_kept
+        return removed_mean / torch.where(kept_mean > 0, kept_mean, float("nan"))
 
     def state_dict(self) -> dict[str, object]:
         """The penalised channels, ``lam`` and the steering state: what a checkpoint keeps, since
