@@ -3,11 +3,18 @@ per-epoch checkpoint a run resumes from.
 
 A checkpoint is a directory ``checkpoint-NNNN/`` (``model.safetensors`` + ``state.pt``) written complete
 under a temporary name, fsynced and renamed; only then does the pointer file ``checkpoint.json`` (itself
-written atomically) move to it. A crash at any moment therefore leaves the previous checkpoint intact.
+written atomically) move to it. A crash at any moment therefore leaves the previous checkpoint intact, and
+so does a write that fails (a full disk): the half-written temporary directory is removed and the failure
+is one :class:`~rlal.errors.RlalError` line saying which checkpoint is kept.
+
+A checkpoint is untrusted input when it is read back: the weights are safetensors, and ``state.pt`` is
+loaded with ``torch.load(weights_only=True)``, which refuses any pickled object other than tensors and
+plain containers; a file that holds one is reported in one line and never loaded another way.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import pickle
@@ -21,26 +28,61 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from rlal.errors import RlalError
+from rlal.errors import RlalError, WriteFailed
+
+LOW_SPACE = 1 << 20
+"""Free bytes below which a failed write is put down to a full disk (torch does not say why it failed)."""
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` on a temporary file next to ``path``, fsync it, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    """Call ``write(tmp)`` on a temporary file next to ``path``, fsync it, then rename it into place.
+
+    A failure (a full disk, a read-only file system) removes the temporary file, leaves ``path`` as it was
+    and raises :class:`~rlal.errors.WriteFailed` naming ``path`` and the cause, in one line."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        reason = write_failure(exc, path.parent)
+        raise WriteFailed(f"cannot write {path}: {reason}", reason) from None
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; results are meant to be shared
         write(tmp)
+        # After the write: safetensors replaces the file with a private (0600) one. Results are meant to be
+        # shared, so they get the mode a plain open() would give (0644 under the usual umask).
+        os.chmod(tmp, 0o666 & ~_umask())
         _fsync(tmp)
         os.replace(tmp, path)
         _fsync(path.parent)
+    except (OSError, SafetensorError, RuntimeError) as exc:  # torch.save reports I/O errors as RuntimeError
+        reason = write_failure(exc, tmp)
+        raise WriteFailed(f"cannot write {path}: {reason}", reason) from None
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_failure(exc: BaseException, where: Path) -> str:
+    """Why writing near ``where`` failed, in a few words: the OS's reason when there is one (``No space
+    left on device``, ``Read-only file system``), else a full disk when little space is left (torch only
+    says "unexpected pos"), else the first line of the error."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    text = str(exc)
+    if "os error 28" in text or "No space left" in text:
+        return os.strerror(errno.ENOSPC)
+    try:
+        free = shutil.disk_usage(where if where.exists() else where.parent).free
+    except OSError:
+        free = None
+    if free is not None and free < LOW_SPACE:
+        return f"{os.strerror(errno.ENOSPC)} ({free:,} bytes free)"
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return first[:200]
 
 
 def _umask() -> int:
@@ -75,8 +117,22 @@ def save_weights(model: nn.Module, path: Path, metadata: dict[str, str] | None =
 
 def load_weights(model: nn.Module, path: Path) -> nn.Module:
     """Load safetensors weights saved by :func:`save_weights` into ``model`` (strict)."""
-    model.load_state_dict(load_file(str(path)), strict=True)
+    model.load_state_dict(read_safetensors(path), strict=True)
     return model
+
+
+def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file; a missing, truncated or corrupt file is one :class:`RlalError`
+    line naming it (safetensors' own errors are not ``OSError`` and would otherwise end in a traceback)."""
+    try:
+        return load_file(str(path))
+    except FileNotFoundError:
+        raise RlalError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise RlalError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except (SafetensorError, ValueError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RlalError(f"{path} is damaged: not a complete safetensors file ({first})") from None
 
 
 def state_equal(a: nn.Module, b: nn.Module) -> bool:
@@ -101,23 +157,42 @@ class Checkpoint:
     """Everything else the run needs to continue exactly: optimiser, schedule, agent, RNG, ..."""
 
 
+RUN_HEADER = "run.json"
+"""Written by :func:`rlal.rundir.write_run_header`; its ``config_sha256`` is copied into each pointer."""
+
+
 def save_checkpoint(run_dir: Path, epoch: int, model: nn.Module, state: dict[str, Any]) -> None:
     """Checkpoint the end of ``epoch`` (see the module docstring); older checkpoints are then removed.
 
     ``state`` may hold tensors, numbers, strings, None and lists/tuples/dicts of them: it is loaded back
-    with ``torch.load(weights_only=True)``, which executes nothing from the file.
+    with ``torch.load(weights_only=True)``, which executes nothing from the file. The pointer also records
+    ``state["metrics_lines"]`` and the run's config digest (from ``run.json``), so that a resume can check,
+    without loading the checkpoint, that the metrics it continues and the config it continues with are
+    the ones the checkpoint was taken with.
+
+    A write that fails (full disk, read-only file system) removes the half-written checkpoint and raises
+    :class:`~rlal.errors.WriteFailed` saying which earlier checkpoint is kept.
     """
     name = f"checkpoint-{epoch:04d}"
     final = run_dir / name
     tmp = run_dir / f".{name}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_weights(model, tmp / "model.safetensors")
-    atomic_write(tmp / "state.pt", lambda path: torch.save(state, path))
-    shutil.rmtree(final, ignore_errors=True)  # a complete but unreferenced one left by an earlier crash
-    os.replace(tmp, final)
-    _fsync(run_dir)
-    write_json(run_dir / POINTER, {"epoch": epoch, "directory": name})
+    try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        save_weights(model, tmp / "model.safetensors")
+        atomic_write(tmp / "state.pt", lambda path: torch.save(state, path))
+        shutil.rmtree(final, ignore_errors=True)  # a complete but unreferenced one left by an earlier crash
+        os.replace(tmp, final)
+        _fsync(run_dir)
+        pointer = {"epoch": epoch, "directory": name, "metrics_lines": state.get("metrics_lines"),
+                   "config_sha256": _config_digest(run_dir)}
+        write_json(run_dir / POINTER, pointer)
+    except (OSError, WriteFailed) as exc:
+        shutil.rmtree(tmp, ignore_errors=True)  # the pointer still names the previous, intact checkpoint
+        why = exc.reason if isinstance(exc, WriteFailed) else write_failure(exc, run_dir)
+        raise WriteFailed(
+            f"cannot write the checkpoint of epoch {epoch} in {run_dir} ({why}); {_previous(run_dir)}", why
+        ) from None
     for stale in run_dir.glob("checkpoint-*"):
         if stale.name != name and stale.is_dir():
             shutil.rmtree(stale, ignore_errors=True)
@@ -125,23 +200,69 @@ def save_checkpoint(run_dir: Path, epoch: int, model: nn.Module, state: dict[str
         shutil.rmtree(stale, ignore_errors=True)
 
 
-def load_checkpoint(run_dir: Path) -> Checkpoint | None:
-    """The checkpoint ``checkpoint.json`` points to, or None when the run has none yet."""
+def _config_digest(run_dir: Path) -> str | None:
+    try:
+        return json.loads((run_dir / RUN_HEADER).read_text()).get("config_sha256")
+    except (OSError, ValueError, AttributeError):
+        return None  # a run started by an older rlal, or a bare directory (a unit test)
+
+
+def _previous(run_dir: Path) -> str:
+    """What a failed checkpoint write leaves to resume from."""
+    try:
+        info = read_pointer(run_dir)
+    except RlalError:
+        info = None
+    if info is None:
+        return "there is no earlier checkpoint: start the run again once the directory can be written"
+    return (f"the checkpoint of epoch {info['epoch']} is kept; once the directory can be written again, "
+            f"continue with: rlal train --resume {run_dir}")
+
+
+def read_pointer(run_dir: Path) -> dict[str, Any] | None:
+    """The content of ``checkpoint.json`` (``epoch``, ``directory`` and, from this version on,
+    ``metrics_lines`` and ``config_sha256``), or None when the run has no checkpoint yet."""
     pointer = run_dir / POINTER
     if not pointer.exists():
         return None
     try:
         info = json.loads(pointer.read_text())
-        directory = run_dir / info["directory"]
-        epoch = int(info["epoch"])
-    except (ValueError, KeyError, TypeError) as exc:
+        info["epoch"] = int(info["epoch"])
+        name = info["directory"]
+        if not isinstance(name, str) or Path(name).name != name or not name.startswith("checkpoint-"):
+            raise ValueError(f"bad directory {name!r}")  # never a path out of the run directory
+    except (OSError, ValueError, KeyError, TypeError) as exc:
         raise RlalError(f"{pointer} is corrupt ({exc}); the run cannot be resumed") from None
+    return info
+
+
+def load_checkpoint(run_dir: Path) -> Checkpoint | None:
+    """The checkpoint ``checkpoint.json`` points to, or None when the run has none yet. A missing, damaged
+    or unsafe file is one :class:`RlalError` line naming it."""
+    info = read_pointer(run_dir)
+    if info is None:
+        return None
+    directory = run_dir / info["directory"]
+    if not directory.is_dir():
+        raise RlalError(f"checkpoint {directory} (named in {run_dir / POINTER}) is missing")
+    weights = read_safetensors(directory / "model.safetensors")
+    state_path = directory / "state.pt"
     try:
-        weights = load_file(str(directory / "model.safetensors"))
-        state = torch.load(directory / "state.pt", map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, pickle.UnpicklingError) as exc:
-        raise RlalError(f"checkpoint {directory} cannot be read: {exc}") from None
-    return Checkpoint(epoch=epoch, weights=weights, state=state)
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise RlalError(f"{state_path}: no such file") from None
+    except pickle.UnpicklingError:
+        # torch's message suggests weights_only=False, i.e. running the file's code: never pass that on.
+        raise RlalError(
+            f"{state_path} holds objects other than tensors and plain values, which could run code when "
+            f"loaded: refused (it was not written by rlal, or was altered)"
+        ) from None
+    except (OSError, RuntimeError, EOFError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RlalError(f"{state_path} is damaged: {first}") from None
+    if not isinstance(state, dict):
+        raise RlalError(f"{state_path} does not hold a checkpoint state (a {type(state).__name__})")
+    return Checkpoint(epoch=info["epoch"], weights=weights, state=state)
 
 
 def rng_state() -> dict[str, Any]:

@@ -1,14 +1,22 @@
 """The ``rlal`` command: argument parsing and error reporting only; the work is done by the library.
 
 Every user error (bad flag, unknown name, missing or corrupt data, invalid config) is printed as one
-``error: ...`` line on stderr with exit status 2, never as a traceback.
+``error: ...`` line on stderr with exit status 2, never as a traceback; so is a file the system cannot
+read or write (a read-only or full disk). Ctrl-C or SIGTERM at any moment, start-up included, ends with
+one ``stopped: ...`` line and exit status 130. Warnings of the library's loggers are printed as
+``warning: ...`` lines.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -25,22 +33,69 @@ class _Parser(argparse.ArgumentParser):
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
     parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-        if not hasattr(args, "run"):
-            parser.print_help()
+    with _terminate_as_interrupt() as received, _warnings_to_stderr():
+        try:
+            args = parser.parse_args(argv)
+            if not hasattr(args, "run"):
+                parser.print_help()
+                return 2
+            return args.run(args)
+        except RunInterrupted as exc:
+            print(f"stopped: {exc}", file=sys.stderr)
+            return 130
+        except RlalError as exc:
+            print(f"error: {exc}", file=sys.stderr)
             return 2
-        return args.run(args)
-    except RunInterrupted as exc:
-        print(f"stopped: {exc}", file=sys.stderr)
-        return 130
-    except RlalError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
+        except OSError as exc:  # the system refused a file: read-only, full, no permission, ...
+            where = f" ({exc.filename})" if exc.filename else ""
+            print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            # Outside a training loop (which says what it kept): start-up, data loading, eval, export. Every
+            # file is written atomically, so nothing is left half-written.
+            print(f"stopped: interrupted by {'SIGTERM' if received else 'Ctrl-C'}", file=sys.stderr)
+            return 130
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[list[int]]:
+    """Treat SIGTERM like Ctrl-C while the command runs, so that it ends with a message and the usual clean-up
+    (locks released, temporary files removed) rather than silently with status 143. Yields the list the
+    signal numbers received are appended to."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():  # signals reach only the main thread
+        yield received
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield received
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class _StderrHandler(logging.Handler):
+    """``warning: <message>`` on the current ``sys.stderr`` (looked up at each record: tests swap it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(f"{record.levelname.lower()}: {record.getMessage()}", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def _warnings_to_stderr() -> Iterator[None]:
+    logger = logging.getLogger("rlal")
+    handler = _StderrHandler(logging.WARNING)
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -199,9 +254,11 @@ def cmd_info(args: argparse.Namespace) -> int:
     from rlal.data import dataset_spec
     from rlal.models import create_model
     from rlal.structure import describe_layers
+    from rlal.structure.io import check_zoo_sizes
 
     spec = dataset_spec(args.dataset)
     num_classes = args.num_classes if args.num_classes is not None else spec.num_classes
+    check_zoo_sizes({"num_classes": num_classes})  # before a classifier of a billion rows is allocated
     model = create_model(
         args.model, num_classes=num_classes, in_channels=spec.in_channels, input_size=spec.input_size
     )
@@ -259,9 +316,10 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise RlalError(
                 f"--resume continues a run with the config saved in it: drop {(given or ['--set'])[0]}"
             )
-        from rlal.rundir import load_run_config
+        from rlal.rundir import check_resumable, load_run_config
 
         config, out, resume = load_run_config(args.resume), args.resume, True
+        check_resumable(out)  # before minutes of data loading: a run that cannot continue says so now
     else:
         if args.out is None:
             raise RlalError("train needs --out RUN_DIR (or --resume RUN_DIR)")

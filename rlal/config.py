@@ -477,7 +477,18 @@ class RunConfig:
         self.agent.validate()
         self.search.validate(self.train.epochs if self.method == "rlal" else None)
         self.baseline.validate()
+        self._validate_across_sections()
         return self
+
+    def _validate_across_sections(self) -> None:
+        """Checks that tie keys of different sections together, so that a run fails here, before any data
+        is read or any file written, not epochs later."""
+        context, search = self.agent.context, self.search
+        if self.method == "rlal" and self.agent.uses_context and context.max_epochs < search.search_epochs:
+            raise RlalError(
+                f"agent.context.max_epochs ({context.max_epochs}) must be >= search.search_epochs "
+                f"({search.search_epochs}): the epoch-context model has one embedding per search epoch"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -535,7 +546,13 @@ def set_value(config: RunConfig, dotted_key: str, text: str) -> None:
 
 
 def save_config(config: RunConfig, path: Path) -> None:
-    path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    """Write ``config`` as YAML to ``path`` (the run directory writes it atomically instead)."""
+    path.write_text(dump_config(config))
+
+
+def dump_config(config: RunConfig) -> str:
+    """The YAML text of ``config``, as ``config.yaml`` holds it."""
+    return yaml.safe_dump(config.to_dict(), sort_keys=False)
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

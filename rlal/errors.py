@@ -28,3 +28,12 @@ class UntrustedFactory(RlalError):
 
 class RunDirLocked(RlalError):
     """Another live process holds the run directory's lock; the message names it (pid and host)."""
+
+
+class WriteFailed(RlalError):
+    """A file could not be written (full disk, read-only file system); whatever it was replacing is intact.
+    ``reason`` is the cause in a few words (``No space left on device``)."""
+
+    def __init__(self, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason or message

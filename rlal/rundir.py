@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import hashlib
 import json
 import os
 import platform
@@ -33,11 +34,19 @@ from typing import Any
 import torch
 
 import rlal
-from rlal.checkpoint import POINTER, Checkpoint, load_checkpoint, write_json
-from rlal.config import RunConfig, load_config, save_config
+from rlal.checkpoint import (
+    POINTER,
+    RUN_HEADER,
+    Checkpoint,
+    load_checkpoint,
+    read_pointer,
+    write_json,
+    write_text,
+)
+from rlal.config import RunConfig, dump_config, load_config
 from rlal.errors import RlalError, RunDirLocked, RunInterrupted, TrainingDiverged
 from rlal.report.markdown import PLOTS_DIR, REPORT_FILE
-from rlal.report.metrics import MetricsWriter
+from rlal.report.metrics import MetricsWriter, read_metrics
 from rlal.report.widths import WIDTHS_FILE
 
 RUN_MARKERS = ("metrics.jsonl", "result.json")
@@ -117,10 +126,12 @@ def clear_run_dir(out: Path) -> None:
 
 
 def write_run_header(out: Path, config: RunConfig, extra: dict[str, Any] | None = None) -> None:
-    """Write the resolved config and the run's provenance before the first step."""
-    save_config(config, out / "config.yaml")
+    """Write the resolved config and the run's provenance before the first step. ``run.json`` also keeps
+    the config the run starts with, and its digest (which every checkpoint pointer repeats), so that a
+    resume can tell an edited ``config.yaml`` or another run's checkpoint (see :func:`check_resumable`)."""
+    write_text(out / "config.yaml", dump_config(config))
     write_json(
-        out / "run.json",
+        out / RUN_HEADER,
         {
             "rlal_version": rlal.__version__,
             "code_version": code_version(),
@@ -130,8 +141,19 @@ def write_run_header(out: Path, config: RunConfig, extra: dict[str, Any] | None 
             "seed": config.seed,
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             **(extra or {}),
+            "config_sha256": config_digest(config),
+            "config": _plain(config),
         },
     )
+
+
+def config_digest(config: RunConfig) -> str:
+    """A digest of the resolved config (key order and YAML formatting do not matter)."""
+    return hashlib.sha256(json.dumps(_plain(config), sort_keys=True).encode()).hexdigest()
+
+
+def _plain(config: RunConfig) -> dict[str, Any]:
+    return json.loads(json.dumps(config.to_dict()))  # what a JSON round trip gives (tuples -> lists)
 
 
 def code_version() -> str:
@@ -159,11 +181,14 @@ def open_run(
         write_run_header(run_dir, config, header)
         return run_dir, MetricsWriter(run_dir / "metrics.jsonl"), None
     _require_run_dir(out)
+    check_same_config(out, config, "the config given")
     taken = lock_run_dir(out)
     try:
         checkpoint = resumable_checkpoint(out)
+        metrics_lines = checkpoint.state["metrics_lines"]
+        _check_metrics(out, checkpoint.epoch, metrics_lines)
         metrics = MetricsWriter(out / "metrics.jsonl")
-        metrics.truncate(checkpoint.state["metrics_lines"])
+        metrics.truncate(metrics_lines)
     except BaseException:
         if taken:
             release_run_lock(out)
@@ -172,23 +197,113 @@ def open_run(
 
 
 def load_run_config(run_dir: Path) -> RunConfig:
-    """The config a run directory was started with (what ``--resume`` continues it with)."""
+    """The config a run directory was started with (what ``--resume`` continues it with). A
+    ``config.yaml`` edited since the run started is refused, naming the changed keys (see
+    :func:`check_same_config`)."""
     _require_run_dir(run_dir)
-    return load_config(run_dir / "config.yaml")
+    config = load_config(run_dir / "config.yaml")
+    check_same_config(run_dir, config, "its config.yaml")
+    return config
+
+
+RELOCATABLE = frozenset({
+    "data.data_dir", "data.cache_dir", "data.workers", "train.device", "train.progress", "train.threads",
+})
+"""Keys a resumed run may change: where the files are and where it runs, not what it computes."""
+
+
+def check_same_config(run_dir: Path, config: RunConfig, what: str) -> None:
+    """Refuse to continue the run in ``run_dir`` with a ``config`` other than the one it started with
+    (kept in ``run.json``), naming the keys that differ; only :data:`RELOCATABLE` keys may change. A run
+    started before ``run.json`` kept its config is not checked."""
+    try:
+        started = json.loads((run_dir / RUN_HEADER).read_text()).get("config")
+    except (OSError, ValueError, AttributeError):
+        started = None
+    if not isinstance(started, dict):
+        return
+    changed = [
+        f"{key}: {old!r} -> {new!r}" for key, old, new in _differences(started, _plain(config))
+        if key not in RELOCATABLE
+    ]
+    if changed:
+        listed = "; ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
+        raise RlalError(
+            f"{what} differs from the config the run in {run_dir} started with ({listed}): "
+            f"a run continues only with its own config; undo the change, or start a new run with it "
+            f"(another --out, or --overwrite)"
+        )
+
+
+def _differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """``(dotted key, old value, new value)`` for every key both dicts have with different values. A key
+    only one has is skipped: a setting added to (or dropped from) rlal since the run started."""
+    out = []
+    for key in old.keys() & new.keys():
+        a, b = old[key], new[key]
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append((f"{prefix}{key}", a, b))
+    return sorted(out)
+
+
+def check_resumable(run_dir: Path) -> None:
+    """Everything a ``--resume`` of ``run_dir`` needs that can be checked without reading the checkpoint
+    or any data: a config unchanged since the start, no result yet, a checkpoint of this run, and every
+    metrics record that checkpoint has seen. One :class:`RlalError` line otherwise; writes nothing."""
+    load_run_config(run_dir)
+    info = _pointer_of_unfinished_run(run_dir)
+    try:
+        header = json.loads((run_dir / RUN_HEADER).read_text())
+    except (OSError, ValueError):
+        header = {}
+    started = header.get("config_sha256") if isinstance(header, dict) else None
+    taken = info.get("config_sha256")
+    if started and taken and started != taken:
+        raise RlalError(
+            f"the checkpoint in {run_dir} ({info['directory']}) belongs to another run: its config digest "
+            f"differs from the one in {run_dir / RUN_HEADER}; start this run again with --overwrite"
+        )
+    if isinstance(info.get("metrics_lines"), int):
+        _check_metrics(run_dir, info["epoch"], info["metrics_lines"])
 
 
 def resumable_checkpoint(run_dir: Path) -> Checkpoint:
     """The checkpoint a ``--resume`` continues from; a one-line error when there is none to continue."""
-    _require_run_dir(run_dir)
+    check_resumable(run_dir)
+    checkpoint = load_checkpoint(run_dir)
+    assert checkpoint is not None  # check_resumable found its pointer
+    return checkpoint
+
+
+def _pointer_of_unfinished_run(run_dir: Path) -> dict[str, Any]:
     if (run_dir / "result.json").exists():
         raise RlalError(f"the run in {run_dir} is already complete (result.json): nothing to resume")
-    checkpoint = load_checkpoint(run_dir)
-    if checkpoint is None:
+    info = read_pointer(run_dir)
+    if info is None:
         raise RlalError(
             f"the run in {run_dir} stopped before its first epoch ended (no checkpoint): "
             f"start it again with --overwrite"
         )
-    return checkpoint
+    return info
+
+
+def _check_metrics(run_dir: Path, epoch: int, lines: int) -> None:
+    """Refuse to resume when ``metrics.jsonl`` lost records the checkpoint had seen: the resumed run
+    would write a log missing its first epochs, and the report would draw from it as if it were whole."""
+    path = run_dir / "metrics.jsonl"
+    if not path.exists() and lines > 0:
+        raise RlalError(
+            f"{path} is missing, but the checkpoint of epoch {epoch} was taken after {lines} records: the "
+            f"resumed run would lose them; restore the file, or start the run again with --overwrite"
+        )
+    found = len(read_metrics(path))
+    if found < lines:
+        raise RlalError(
+            f"{path} holds {found} records, but the checkpoint of epoch {epoch} was taken after {lines}: the "
+            f"resumed run would lose the others; restore the file, or start the run again with --overwrite"
+        )
 
 
 def _require_run_dir(run_dir: Path) -> None:

@@ -66,6 +66,32 @@ def test_info_on_fashion_mnist_uses_one_channel_28_pixels(capsys):
     assert json.loads(out)["input_shape"] == [1, 28, 28]
 
 
+def test_info_with_an_absurd_number_of_classes_is_refused_before_building(capsys, monkeypatch):
+    def build(*args, **kwargs):
+        raise AssertionError("the model was built")
+
+    monkeypatch.setattr("rlal.models.create_model", build)
+    code, _, err = run_cli(capsys, "info", "--model", "resnet20", "--dataset", "cifar10",
+                           "--num-classes", str(10**12))
+    assert_one_line_error(code, err, "num_classes=1,000,000,000,000 is larger")
+
+
+def test_a_context_table_smaller_than_the_search_is_refused_before_data_is_read(
+    capsys, tmp_path, monkeypatch
+):
+    import rlal.train.dense
+
+    def read(*args, **kwargs):
+        raise AssertionError("the data was read")
+
+    monkeypatch.setattr(rlal.train.dense, "build_data", read)
+    out = tmp_path / "run"
+    code, _, err = run_cli(capsys, "train", "--config", "resnet20-fmnist", "--out", str(out),
+                           "--set", "agent.context.max_epochs=1")
+    assert_one_line_error(code, err, "agent.context.max_epochs (1)", "search.search_epochs")
+    assert not out.exists()
+
+
 def test_unknown_dataset_lists_the_valid_ones(capsys):
     code, _, err = run_cli(capsys, "info", "--model", "resnet20", "--dataset", "mnist")
     assert_one_line_error(code, err, "unknown dataset 'mnist'", "cifar10", "fashion-mnist", "imagefolder")
@@ -177,7 +203,9 @@ def test_data_command_on_missing_fashion_mnist_lists_the_searched_paths(capsys, 
     code, _, err = run_cli(
         capsys, "data", "--dataset", "fashion-mnist", "--data-dir", str(empty), "--no-download"
     )
-    assert_one_line_error(code, err, str(empty), str(tmp_path / "no-system-copy"), "dataset-fashion-mnist")
+    assert_one_line_error(code, err, str(empty), "never replaced by another copy")
+    code, _, err = run_cli(capsys, "data", "--dataset", "fashion-mnist", "--no-download")
+    assert_one_line_error(code, err, str(tmp_path / "no-system-copy"), "dataset-fashion-mnist")
 
 
 def test_data_command_on_an_undecodable_image_names_the_file(capsys, tmp_path):

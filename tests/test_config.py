@@ -102,3 +102,14 @@ def test_every_shipped_config_loads():
     assert shipped, "no shipped configs found"
     for path in shipped:
         assert isinstance(load_config(path), RunConfig), path
+
+
+def test_context_table_smaller_than_the_search_epochs_is_refused_naming_both_keys():
+    settings = ["method=rlal", "train.epochs=10", "search.search_epochs=4", "agent.context.max_epochs=3"]
+    with pytest.raises(RlalError) as info:
+        load_config(None, settings)
+    message = str(info.value)
+    assert "agent.context.max_epochs (3)" in message and "search.search_epochs (4)" in message
+    assert load_config(None, [*settings[:-1], "agent.context.max_epochs=4"]).agent.context.max_epochs == 4
+    # Agents without the context model do not use the table.
+    assert load_config(None, [*settings, "agent.kind=random"]).agent.kind == "random"

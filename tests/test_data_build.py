@@ -131,3 +131,27 @@ def test_channels_last_is_applied_when_asked(folder):
 def test_missing_dataset_fails_before_anything_else(tmp_path):
     with pytest.raises(DataError, match="Fashion-MNIST not found"):
         build_data(cfg(tmp_path / "nowhere"), torch.device("cpu"), seed=0)
+
+
+def test_a_one_class_training_set_is_warned_about(folder, caplog):
+    write_idx(folder / "train-labels-idx1-ubyte.gz", np.full(N_TRAIN, 4, dtype=np.uint8))
+    with caplog.at_level("WARNING", logger="rlal"):
+        data = build_data(cfg(folder), torch.device("cpu"), seed=0)
+    assert data.train.num_samples == N_TRAIN - 10
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "same class (Coat)" in warnings[0] and str(folder) in warnings[0]
+
+
+def test_a_one_class_training_set_is_a_warning_line_on_the_command_line(folder, capsys):
+    from rlal.cli import main
+
+    write_idx(folder / "train-labels-idx1-ubyte.gz", np.zeros(N_TRAIN, dtype=np.uint8))
+    code = main(["data", "--dataset", "fashion-mnist", "--data-dir", str(folder), "--reward-size", "5"])
+    err = capsys.readouterr().err
+    assert code == 0 and err.startswith("warning: ") and err.count("\n") == 1 and "T-shirt/top" in err
+
+
+def test_two_classes_are_not_warned_about(folder, caplog):
+    with caplog.at_level("WARNING", logger="rlal"):
+        build_data(cfg(folder), torch.device("cpu"), seed=0)
+    assert not caplog.records

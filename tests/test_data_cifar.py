@@ -6,6 +6,7 @@ import io
 import os
 import pickle
 import re
+import shutil
 import tarfile
 from pathlib import Path
 
@@ -184,11 +185,63 @@ def test_search_uses_rlal_data_when_no_data_dir(tmp_path, splits, monkeypatch):
 def test_missing_cifar_lists_the_folders_searched_and_says_no_download(tmp_path, monkeypatch):
     monkeypatch.setenv("RLAL_DATA", str(tmp_path / "env"))
     with pytest.raises(DataError) as info:
-        load_cifar10(DataConfig(dataset="cifar10", data_dir=str(tmp_path / "given")))
+        load_cifar10(DataConfig(dataset="cifar10"))
     message = str(info.value)
-    for path in (tmp_path / "given", tmp_path / "given" / "cifar10", tmp_path / "env"):
+    for path in (tmp_path / "env", tmp_path / "env" / "cifar10"):
         assert str(path) in message
     assert "not downloaded" in message and "--data-dir" in message and "cifar10-jpg.tar.gz" in message
+
+
+def test_a_data_dir_without_cifar_is_refused_not_replaced_by_rlal_data(tmp_path, splits, monkeypatch):
+    write_pickles(tmp_path / "env" / cifar.PICKLE_DIR, splits)  # a copy the run must not fall back to
+    monkeypatch.setenv("RLAL_DATA", str(tmp_path / "env"))
+    (tmp_path / "given").mkdir()
+    with pytest.raises(DataError) as info:
+        load_cifar10(DataConfig(dataset="cifar10", data_dir=str(tmp_path / "given")))
+    assert str(tmp_path / "given") in str(info.value) and str(tmp_path / "env") not in str(info.value)
+
+
+@pytest.mark.parametrize("kept", ["train", "test"])
+def test_a_cifar_folder_without_test_or_train_says_which_split_is_missing(tmp_path, splits, kept):
+    root = write_tree(tmp_path / "c", splits)
+    shutil.rmtree(root / ("test" if kept == "train" else "train"))
+    missing = "test" if kept == "train" else "train"
+    with pytest.raises(DataError, match=rf"{re.escape(str(root))} has {kept}/ but no {missing}/"):
+        load_cifar10(DataConfig(dataset="cifar10", data_dir=str(root)))
+
+
+def write_png16(path: Path, values: np.ndarray) -> Path:
+    """A 16-bit grayscale PNG (PIL mode I;16), as scanners and medical imaging tools write them."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(values.astype(np.uint16)).save(path)
+    with Image.open(path) as check:
+        assert check.mode == "I;16"
+    return path
+
+
+def test_a_16_bit_grayscale_png_is_scaled_to_8_bits_not_clipped_to_white(tmp_path):
+    values = np.linspace(0, 65535, 32 * 32).reshape(32, 32).astype(np.uint16)
+    path = write_png16(tmp_path / "deep.png", values)
+    image = decode_images([(str(path), path)], size=32)[0]
+    expected = np.round(values / 257).astype(np.uint8)  # 65535 / 255 = 257
+    assert image.shape == (3, 32, 32) and (image == expected).all()
+    assert image.min() == 0 and image.max() == 255 and len(np.unique(image)) > 200
+
+
+def test_a_16_bit_png_in_a_cifar_tree_decodes_like_its_8_bit_twin(tmp_path, splits):
+    root = write_tree(tmp_path / "c", splits)
+    eight = np.asarray(Image.open(root / "train" / "cat" / "0000.png").convert("L"))
+    (root / "train" / "cat" / "0000.png").unlink()
+    write_png16(root / "train" / "cat" / "0000.png", eight.astype(np.uint16) * 257)
+    train, _ = read_image_tree(root)
+    assert (train.images[0].numpy() == eight).all()
+
+
+def test_floating_point_pixels_are_refused_naming_the_file(tmp_path):
+    path = tmp_path / "float.tiff"
+    Image.fromarray(np.full((32, 32), 0.5, dtype=np.float32)).save(path)
+    with pytest.raises(DataError, match=rf"{re.escape(str(path))}: cannot decode image .*mode F"):
+        decode_images([(str(path), path)], size=32)
 
 
 # --- cache ---------------------------------------------------------------------------------------

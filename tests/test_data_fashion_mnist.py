@@ -79,16 +79,43 @@ def test_search_order_data_dir_then_env_then_system(tmp_path, monkeypatch):
 def test_missing_data_lists_every_path_searched_and_how_to_get_it(tmp_path, monkeypatch):
     monkeypatch.setenv("RLAL_DATA", str(tmp_path / "env"))
     with pytest.raises(DataError) as info:
-        load_fashion_mnist(DataConfig(data_dir=str(tmp_path / "given"), download=False))
+        load_fashion_mnist(DataConfig(download=False))
     message = str(info.value)
     assert "\n" not in message
-    for path in (
-        tmp_path / "given", tmp_path / "given" / "fashion-mnist", tmp_path / "env",
-        tmp_path / "env" / "fashion-mnist", fm.SYSTEM_DIR, tmp_path / "cache" / "fashion-mnist",
-    ):
+    env, cache = tmp_path / "env", tmp_path / "cache"
+    for path in (env, env / "fashion-mnist", fm.SYSTEM_DIR, cache / "fashion-mnist"):
         assert str(path) in message
     assert "apt-get install dataset-fashion-mnist" in message and "--data-dir" in message
     assert "download is off" in message
+
+
+@pytest.mark.parametrize("damage", ["missing", "empty", "lacks a file"])
+@pytest.mark.parametrize("download", [False, True])
+def test_a_data_dir_without_the_files_is_refused_never_replaced_by_the_system_copy(
+    tmp_path, monkeypatch, server, damage, download
+):
+    """The folder the user names is the data of the run, or the run stops: never the system copy, the
+    $RLAL_DATA copy, the download cache or a fresh download, which could hold other data."""
+    url, checksums, requests = server
+    monkeypatch.setenv("RLAL_FASHION_MNIST_URL", url)
+    monkeypatch.setattr(fm, "OFFICIAL_SHA256", checksums)
+    write_fashion(fm.SYSTEM_DIR, first_label=3)
+    write_fashion(tmp_path / "env", first_label=2)
+    monkeypatch.setenv("RLAL_DATA", str(tmp_path / "env"))
+    given = tmp_path / "given"
+    if damage == "empty":
+        given.mkdir()
+    elif damage == "lacks a file":
+        (write_fashion(given) / "t10k-images-idx3-ubyte.gz").unlink()
+    with pytest.raises(DataError) as info:
+        load_fashion_mnist(DataConfig(data_dir=str(given), download=download))
+    message = str(info.value)
+    why = {"missing": "does not exist", "empty": "no Fashion-MNIST files",
+           "lacks a file": "incomplete: no t10k-images-idx3-ubyte"}[damage]
+    assert "\n" not in message and str(given) in message and why in message
+    assert "never replaced" in message
+    assert str(fm.SYSTEM_DIR) not in message and str(tmp_path / "env") not in message
+    assert requests == []
 
 
 def test_incomplete_folder_is_reported_with_the_missing_file(tmp_path):
@@ -204,8 +231,8 @@ def test_load_with_a_failing_download_lists_paths_and_the_url(tmp_path, server, 
     url, _, _ = server  # serves files whose hashes do not match the official ones
     monkeypatch.setenv("RLAL_FASHION_MNIST_URL", url)
     with pytest.raises(DataError) as info:
-        load_fashion_mnist(DataConfig(data_dir=str(tmp_path / "given"), download=True))
+        load_fashion_mnist(DataConfig(download=True))
     message = str(info.value)
-    assert str(tmp_path / "given") in message and str(fm.SYSTEM_DIR) in message
+    assert str(fm.SYSTEM_DIR) in message
     assert url in message and "sha256 mismatch" in message and "apt-get install" in message
     assert not list((tmp_path / "cache" / "fashion-mnist").glob("*.gz"))

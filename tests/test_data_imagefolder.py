@@ -152,9 +152,26 @@ def test_image_folder_class_mismatch_names_the_folder(tmp_path):
 
 
 def test_missing_image_folder_lists_the_folders_searched(tmp_path):
-    (tmp_path / "d" / "train").mkdir(parents=True)  # no val/ or test/
+    (tmp_path / "d").mkdir()
     with pytest.raises(DataError, match=re.escape(str(tmp_path / "d")) + ".*val/<class>/<image>"):
         load_image_folder(str(tmp_path / "d"))
+
+
+def test_an_image_folder_without_val_says_val_is_missing(tmp_path):
+    root = write_folder(tmp_path / "d")
+    (root / "val").rename(tmp_path / "elsewhere")
+    with pytest.raises(DataError, match=re.escape(f"{root} has train/ but no val/ or test/")):
+        load_image_folder(str(root))
+
+
+def test_a_16_bit_grayscale_png_goes_through_the_transforms_scaled_to_8_bits(tmp_path):
+    values = np.linspace(0, 65535, 256 * 256).reshape(256, 256).astype(np.uint16)
+    Image.fromarray(values).save(tmp_path / "deep.png")
+    with Image.open(tmp_path / "deep.png") as img:
+        assert img.mode == "I;16"
+        out = EvalTransform(224, 256)(img)
+    expected = np.round(values[16:240, 16:240] / 257).astype(np.uint8)
+    assert out.dtype == torch.uint8 and (out.numpy() == expected).all()
 
 
 def test_build_data_on_an_image_folder(tmp_path):

@@ -231,5 +231,5 @@ def test_resuming_drops_metrics_written_after_the_checkpoint_and_a_torn_last_lin
 
 def test_a_checkpoint_that_cannot_be_read_is_a_one_line_error(tmp_path):
     (tmp_path / "checkpoint.json").write_text('{"epoch": 3, "directory": "checkpoint-0003"}')
-    with pytest.raises(RlalError, match="checkpoint-0003 cannot be read"):
+    with pytest.raises(RlalError, match=r"checkpoint-0003 \(named in .*checkpoint.json\) is missing"):
         load_checkpoint(tmp_path)

@@ -170,3 +170,45 @@ def test_a_trusted_factory_inside_the_pruned_directory_is_refused_and_not_import
     with pytest.raises(UntrustedFactory, match="inside the pruned model's own directory"):
         load_pruned(net, trust_factory=True)
     assert not marker.exists()
+
+
+# A spec is untrusted input: sizes that would allocate terabytes are refused before anything is built.
+
+
+@pytest.mark.parametrize(
+    ("edit", "fragment"),
+    [
+        ({"input_shape": [3, 1_000_000, 1_000_000]}, "'input_shape' [3, 1000000, 1000000] is larger"),
+        ({"input_shape": [3, 4000, 4000]}, "'input_shape' [3, 4000, 4000] is larger"),
+        ({"input_shape": [100_000, 32, 32]}, "'input_shape' [100000, 32, 32] is larger"),
+        ({"arch": {"model": "resnet20", "kwargs": {"num_classes": 10**12}}},
+         "num_classes=1,000,000,000,000 is larger"),
+        ({"arch": {"model": "resnet20", "kwargs": {"input_size": 10**6}}}, "input_size=1,000,000 is larger"),
+    ],
+)
+def test_a_spec_with_absurd_sizes_is_refused_before_anything_is_built(
+    saved: Path, monkeypatch, edit, fragment
+) -> None:
+    def build(*args, **kwargs):
+        raise AssertionError("a model was built from the absurd spec")
+
+    monkeypatch.setattr("rlal.models.create_model", build)
+    monkeypatch.setattr("rlal.structure.io.find_layers", build)
+    spec_path = saved / "spec.json"
+    spec_path.write_text(json.dumps({**json.loads(spec_path.read_text()), **edit}))
+    with pytest.raises(RlalError) as caught:
+        load_pruned(saved)
+    message = str(caught.value)
+    assert message.startswith(f"{spec_path}: ") and fragment in message and "\n" not in message
+
+
+def test_the_size_limits_admit_real_models_and_stop_one_past_them() -> None:
+    from rlal.structure.io import MAX_CLASSES, check_input_size, check_zoo_sizes
+
+    check_input_size([3, 224, 224])
+    check_input_size([1, 4096, 4096])  # 16.7 M values: the limit itself
+    check_zoo_sizes({"num_classes": 21_841, "in_channels": 3, "input_size": 224})  # ImageNet-21k
+    with pytest.raises(RlalError):
+        check_input_size([1, 4096, 4097])
+    with pytest.raises(RlalError):
+        check_zoo_sizes({"num_classes": MAX_CLASSES + 1})

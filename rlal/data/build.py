@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from rlal.config import DataConfig
@@ -20,6 +22,8 @@ from rlal.data.transforms import EvalTransform, TrainTransform
 
 EVAL_RESIZE_RATIO = 0.875
 """Eval images are resized to ``input_size / 0.875`` (256 for 224) before the centre crop."""
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -53,6 +57,7 @@ def build_data(cfg: DataConfig, device: torch.device, seed: int, channels_last: 
         return _build_image_folder(cfg, spec, device, seed, channels_last)
     loader = load_fashion_mnist if spec.name == "fashion-mnist" else load_cifar10
     train_set, test_set, source = loader(cfg)
+    warn_if_one_class(train_set.labels.numpy(), train_set.classes, source)
     augment = (CIFAR_AUGMENT if spec.name == "cifar10" else FASHION_MNIST_AUGMENT) if cfg.augment else None
     spec = dataclasses.replace(spec, num_classes=len(train_set.classes))
     return in_memory_data(spec, train_set, test_set, source, cfg, device, seed, augment, channels_last)
@@ -85,6 +90,7 @@ def _build_image_folder(
     cfg: DataConfig, spec: DatasetSpec, device: torch.device, seed: int, channels_last: bool
 ) -> Data:
     train_set, test_set, source = load_image_folder(cfg.data_dir)
+    warn_if_one_class(train_set.labels, train_set.classes, source)
     size = spec.input_size
     eval_transform = EvalTransform(size, round(size / EVAL_RESIZE_RATIO))
     train_transform = TrainTransform(size) if cfg.augment else eval_transform
@@ -107,6 +113,18 @@ def _build_image_folder(
     )
     classes = train_set.classes
     return Data(dataclasses.replace(spec, num_classes=len(classes)), classes, source, train, reward, test)
+
+
+def warn_if_one_class(labels: np.ndarray, classes: tuple[str, ...], source: str) -> None:
+    """Log a warning when the training images all have one label: the run would learn nothing (every
+    prediction of that class is right), yet finish with a perfect-looking accuracy."""
+    present = np.unique(labels)
+    if len(labels) and len(present) < 2:
+        name = classes[int(present[0])] if int(present[0]) < len(classes) else str(int(present[0]))
+        log.warning(
+            "every one of the %d training images in %s has the same class (%s): there is nothing to learn, "
+            "and the accuracy will be meaningless", len(labels), source, name,
+        )
 
 
 def _test_indices(n_test: int, test_subset: int | None) -> torch.Tensor:

@@ -70,6 +70,14 @@ def load_cifar10(cfg: DataConfig) -> tuple[ArrayDataset, ArrayDataset, str]:
     """
     source, searched = find_cifar10(cfg.data_dir)
     if source is None:
+        for base in map(Path, searched):
+            halves = [split for split in ("train", "test") if (base / split).is_dir()]
+            if halves:  # half an image-folder tree: say which half is missing rather than "not found"
+                missing = "test" if halves == ["train"] else "train"
+                raise DataError(
+                    f"CIFAR-10 not found: {base} has {halves[0]}/ but no {missing}/ (an image-folder copy "
+                    f"needs train/<class>/<image> and test/<class>/<image>)"
+                )
         where = "; ".join(searched) or "nothing: no --data-dir given and $RLAL_DATA unset"
         raise DataError(
             f"CIFAR-10 not found (searched: {where}); "

@@ -47,6 +47,26 @@ def decode_images(
     return np.ascontiguousarray(out.transpose(0, 3, 1, 2))
 
 
+SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
+"""PIL modes of 16-bit grayscale images (PNG, TIFF): ``convert("RGB")`` clips them to white, so they are
+scaled to 8 bits first."""
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """``img`` as an 8-bit RGB image. 16-bit grayscale is scaled to 8 bits (0-65535 onto 0-255, rounded),
+    not clipped; 32-bit integer or float pixels (modes ``I`` and ``F``), whose range no file states, raise
+    ``ValueError`` (the callers name the file)."""
+    if img.mode == "RGB":
+        return img
+    if img.mode in SIXTEEN_BIT_MODES:
+        wide = np.asarray(img).astype(np.uint32)  # any byte order, as native integers
+        return Image.fromarray(((wide * 255 + 32767) // 65535).astype(np.uint8), mode="L").convert("RGB")
+    if img.mode in ("I", "F"):
+        kind = "32-bit integer" if img.mode == "I" else "floating-point"
+        raise ValueError(f"{kind} pixels (PIL mode {img.mode}) are not supported: save it as 8-bit")
+    return img.convert("RGB")
+
+
 def worker_count() -> int:
     """CPU cores this process may use (at most 8: decoding is soon limited by memory traffic)."""
     try:
@@ -86,7 +106,7 @@ def _decode_chunk(chunk: list[ImageSource], size: int) -> _Result:
         try:
             with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
                 img.load()
-                rgb = img if img.mode == "RGB" else img.convert("RGB")
+                rgb = to_rgb(img)
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
             return None, f"{name}: cannot decode image ({exc})"
         if rgb.size != (size, size):

@@ -46,13 +46,14 @@ SUBDIR = "fashion-mnist"
 def find_fashion_mnist(data_dir: str | None, cache: Path) -> tuple[dict[str, Path] | None, list[str]]:
     """Look for the four files; return ``(files by role or None, what was searched)``.
 
-    Order: ``data_dir``, ``$RLAL_DATA``, :data:`SYSTEM_DIR`, then the download cache; in each
-    directory D the files may lie in D itself or in ``D/fashion-mnist/``.
+    A given ``data_dir`` is the only place searched (a directory the user names is used or refused, never
+    replaced by another copy); without it the order is ``$RLAL_DATA``, :data:`SYSTEM_DIR`, then the
+    download cache. In each directory D the files may lie in D itself or in ``D/fashion-mnist/``.
     """
-    dirs: list[Path] = []
-    for root in [*search_roots(data_dir), SYSTEM_DIR]:
-        dirs += [root, root / SUBDIR]
-    dirs.append(cache / SUBDIR)
+    roots = search_roots(data_dir) if data_dir else [*search_roots(None), SYSTEM_DIR]
+    dirs = [d for root in roots for d in (root, root / SUBDIR)]
+    if not data_dir:
+        dirs.append(cache / SUBDIR)
     searched = []
     for folder in unique(dirs):
         files = _files_in(folder)
@@ -60,7 +61,12 @@ def find_fashion_mnist(data_dir: str | None, cache: Path) -> tuple[dict[str, Pat
         if found == len(FILES):
             return {role: path for role, path in files.items() if path is not None}, searched
         missing = [FILES[role] for role, path in files.items() if path is None]
-        searched.append(f"{folder} (incomplete: no {', '.join(missing)})" if found else str(folder))
+        if found:
+            searched.append(f"{folder} (incomplete: no {', '.join(missing)})")
+        elif data_dir:  # say why the named directory does not do
+            searched.append(f"{folder} ({'no Fashion-MNIST files' if folder.is_dir() else 'does not exist'})")
+        else:
+            searched.append(str(folder))
     return None, searched
 
 
@@ -96,6 +102,13 @@ def load_fashion_mnist(cfg: DataConfig) -> tuple[ArrayDataset, ArrayDataset, str
     cache = cache_root(cfg.cache_dir)
     files, searched = find_fashion_mnist(cfg.data_dir, cache)
     source = None if files is None else str(files["train_images"].parent)
+    if files is None and cfg.data_dir:
+        raise DataError(
+            f"Fashion-MNIST not found in the data directory given, {cfg.data_dir} (searched: "
+            f"{'; '.join(searched)}); a directory named with --data-dir (data.data_dir) is used or refused, "
+            f"never replaced by another copy: put {', '.join(n + '.gz' for n in FILES.values())} there, or "
+            f"leave --data-dir out to use $RLAL_DATA, the system copy or the download"
+        )
     if files is None:
         how = (
             "install it with `apt-get install dataset-fashion-mnist`, or pass --data-dir DIR "

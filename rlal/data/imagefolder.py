@@ -194,6 +194,14 @@ def load_image_folder(data_dir: str | None) -> tuple[ImageFolderDataset, ImageFo
     when the two splits' classes differ.
     """
     root, split, searched = find_image_folder(data_dir)
+    for base in map(Path, searched if root is None else []):
+        halves = [name for name in ("train", *EVAL_SPLITS) if (base / name).is_dir()]
+        if halves:  # half a dataset: say which half is missing rather than "not found"
+            missing = "val/ or test" if halves == ["train"] else "train"
+            raise DataError(
+                f"image-folder dataset not found: {base} has {halves[0]}/ but no {missing}/ (it needs "
+                f"train/<class>/<image> and val/<class>/<image>)"
+            )
     if root is None:
         where = "; ".join(searched) or "nothing: no --data-dir given and $RLAL_DATA unset"
         raise DataError(

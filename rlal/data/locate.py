@@ -10,12 +10,11 @@ CACHE_ENV = "RLAL_CACHE"
 
 
 def search_roots(data_dir: str | os.PathLike[str] | None) -> list[Path]:
-    """The user-given roots in search order: ``data_dir`` (config or ``--data-dir``), then ``$RLAL_DATA``."""
-    roots = []
-    for value in (data_dir, os.environ.get(DATA_ENV)):
-        if value:
-            roots.append(Path(value).expanduser())
-    return roots
+    """The user-given roots in search order: ``data_dir`` (config or ``--data-dir``) alone when it is given,
+    else ``$RLAL_DATA``. A directory the user names for this run is used or refused, never replaced by a
+    copy found elsewhere (which could be another version of the data, or other data altogether)."""
+    value = data_dir or os.environ.get(DATA_ENV)
+    return [Path(value).expanduser()] if value else []
 
 
 def cache_root(cache_dir: str | os.PathLike[str] | None) -> Path:

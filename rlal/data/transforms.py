@@ -13,10 +13,12 @@ import numpy as np
 import torch
 from PIL import Image
 
+from rlal.data.decode import to_rgb
+
 
 def to_uint8_tensor(img: Image.Image) -> torch.Tensor:
     """An RGB PIL image as a uint8 ``3,H,W`` tensor."""
-    array = np.asarray(img.convert("RGB"))
+    array = np.asarray(to_rgb(img))
     return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
 
 
@@ -61,7 +63,7 @@ class TrainTransform:
         self.size = size
 
     def __call__(self, img: Image.Image, generator: torch.Generator) -> torch.Tensor:
-        img = img.convert("RGB")
+        img = to_rgb(img)
         left, top, w, h = random_resized_crop_box(img.width, img.height, generator)
         # resize with a box crops and resizes in one pass (bilinear, antialiased when shrinking).
         box = (left, top, left + w, top + h)
@@ -87,7 +89,7 @@ class EvalTransform:
         new_w, new_h = (self.resize, new_long) if w <= h else (new_long, self.resize)
         if img.format == "JPEG":
             img.draft("RGB", (new_w, new_h))  # decode at a reduced DCT scale, never below the target size
-        img = img.convert("RGB").resize((new_w, new_h), Image.Resampling.BILINEAR)
+        img = to_rgb(img).resize((new_w, new_h), Image.Resampling.BILINEAR)
         left = round((new_w - self.size) / 2)
         top = round((new_h - self.size) / 2)
         return to_uint8_tensor(img.crop((left, top, left + self.size, top + self.size)))

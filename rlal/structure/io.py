@@ -26,6 +26,7 @@ import copy
 import importlib
 import importlib.util
 import json
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +43,14 @@ from rlal.structure.layers import POLICIES, Policy, find_layers
 from rlal.structure.plan import Plan
 from rlal.structure.surgery import cut
 from rlal.structure.trace import check_input_shape
+
+MAX_CLASSES = 100_000
+"""Most classes a loaded model may have (ImageNet-21k has 21,841): a classifier's weights grow with it."""
+MAX_INPUT_CHANNELS = 64
+MAX_INPUT_SIDE = 4096
+MAX_INPUT_VALUES = 1 << 24
+"""Most values of one input example (``3 x 2364 x 2364``): loading traces the model on one example, and its
+activations grow with it."""
 
 SPEC_FILE = "spec.json"
 WEIGHTS_FILE = "weights.safetensors"
@@ -79,6 +88,7 @@ class ArchSpec:
         if self.model is not None:
             from rlal.models import create_model  # the zoo is only needed for zoo specs
 
+            check_zoo_sizes(self.kwargs)
             try:
                 return create_model(self.model, **dict(self.kwargs))
             except TypeError as exc:
@@ -143,6 +153,30 @@ class ArchSpec:
         if not isinstance(name, str):
             raise RlalError("'arch.model' / 'arch.factory' must be a string")
         return cls(model=name, kwargs=kwargs) if "model" in data else cls(factory=name, kwargs=kwargs)
+
+
+def check_zoo_sizes(kwargs: Mapping[str, Any]) -> None:
+    """Refuse zoo-model arguments too large to be a real model (``num_classes`` of a billion, an input of
+    a million pixels a side) before anything is allocated: a spec is untrusted input, and building such a
+    model would try to allocate terabytes. Raises :class:`RlalError` naming the argument and the limit."""
+    limits = {"num_classes": MAX_CLASSES, "in_channels": MAX_INPUT_CHANNELS, "input_size": MAX_INPUT_SIDE}
+    for name, limit in limits.items():
+        value = kwargs.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and value > limit:
+            raise RlalError(f"{name}={value:,} is larger than any model rlal loads (at most {limit:,})")
+
+
+def check_input_size(shape: Sequence[int]) -> None:
+    """Refuse an input shape too large to trace (see :data:`MAX_INPUT_VALUES`), naming the limit."""
+    channels, sides = (shape[0], shape[1:]) if len(shape) > 1 else (1, shape)
+    too_large = (
+        channels > MAX_INPUT_CHANNELS or max(sides) > MAX_INPUT_SIDE or math.prod(shape) > MAX_INPUT_VALUES
+    )
+    if too_large:
+        raise RlalError(
+            f"'input_shape' {list(shape)} is larger than any input rlal loads a model for (at most "
+            f"{MAX_INPUT_CHANNELS} channels, {MAX_INPUT_SIDE:,} a side, {MAX_INPUT_VALUES:,} values)"
+        )
 
 
 def save_pruned(
@@ -264,6 +298,9 @@ def _read_spec(path: Path) -> tuple[ArchSpec | None, Policy, tuple[int, ...], di
         shape = data.get("input_shape")
         if not isinstance(shape, list) or not shape or not all(isinstance(d, int) and d > 0 for d in shape):
             raise RlalError("'input_shape' must be a list of positive integers")
+        check_input_size(shape)
+        if arch is not None and arch.model is not None:
+            check_zoo_sizes(arch.kwargs)  # before anything is built
         keep = data.get("keep")
         if not isinstance(keep, dict) or not all(isinstance(v, int) for v in keep.values()):
             raise RlalError("'keep' must map layer names to integer keep counts")
