@@ -118,46 +118,60 @@ def train_epoch_seconds(model, data: Data, runtime: Runtime, batches: int | None
 
 
 def bench(device: str, args: argparse.Namespace, data_dir: str | None) -> list[dict[str, object]]:
+    """The agent's epochs against one training epoch on ``device``: ResNet-56 on CIFAR-10 (or random
+    images of its shape), the default environment and agent settings."""
     runtime = resolve_runtime(TrainConfig(device=device, progress=False))
     seed_everything(0)
     data, source = load_data(data_dir, runtime)
+    return measure(runtime, data, source, episodes=args.episodes, epochs=args.epochs,
+                   train_batches=None if runtime.device.type == "cuda" else args.train_batches)
+
+
+def measure(
+    runtime: Runtime, data: Data, source: str, *, episodes: int, epochs: int, train_batches: int | None,
+    env_cfg: EnvConfig | None = None, agent_cfg: AgentConfig | None = None, model_name: str = MODEL,
+) -> list[dict[str, object]]:
+    """Time ``epochs`` agent epochs of ``episodes`` episodes each on ``data`` (one JSON-ready dict per epoch)
+    and one training epoch (timed whole when ``train_batches`` is None, else over that many batches and
+    scaled to the epoch), then a summary dict with their ratio. ``env_cfg``/``agent_cfg`` default to the
+    shipped defaults; the GPU evidence run (``bench/gpu_evidence.py``) passes its track's."""
+    seed_everything(0)
     fmt = torch.channels_last if runtime.channels_last else torch.contiguous_format
-    model = create_model(MODEL, num_classes=10, in_channels=3, input_size=32).to(
-        runtime.device, memory_format=fmt
-    )
-    env_cfg = EnvConfig()
-    structure = find_layers(model, SHAPE, policy=env_cfg.policy)
+    spec = data.spec
+    shape = (spec.in_channels, spec.input_size, spec.input_size)
+    model = create_model(model_name, num_classes=spec.num_classes, in_channels=spec.in_channels,
+                         input_size=spec.input_size).to(runtime.device, memory_format=fmt)
+    env_cfg = env_cfg or EnvConfig()
+    structure = find_layers(model, shape, policy=env_cfg.policy)
     env = make_env(structure, env_cfg, data, runtime)
     timed_scorer = TimedScorer(env.scorer)
     env.scorer = timed_scorer
-    agent_cfg = AgentConfig()
+    agent_cfg = agent_cfg or AgentConfig()
     agent = make_agent(agent_cfg, env.state_dim, env.num_layers)
     context = make_context(agent_cfg, env.num_layers)
 
-    epoch_seconds, extrapolated = train_epoch_seconds(
-        model, data, runtime, None if runtime.device.type == "cuda" else args.train_batches
-    )
+    epoch_seconds, extrapolated = train_epoch_seconds(model, data, runtime, train_batches)
     reward_images = min(
         data.reward.num_samples, (env_cfg.reward_batches or len(data.reward)) * data.reward.batch_size
     )
     common = {
-        "bench": "agent_overhead", "model": MODEL, "data": source, "device": runtime.describe(),
-        "agent": agent_cfg.kind, "episodes": args.episodes, "episodes_note": "P assumed (no default in code)",
+        "bench": "agent_overhead", "model": model_name, "data": source, "device": runtime.describe(),
+        "agent": agent_cfg.kind, "episodes": episodes, "episodes_note": "P assumed (no default in code)",
         "reward_batches": env_cfg.reward_batches, "reward_images": reward_images,
         "bn_recalibration_batches": env_cfg.bn_recalibration_batches, "target_macs": env_cfg.target_macs,
     }  # fmt: skip
     dense_macs = env.budget.dense_macs
     lines, totals = [], []
-    for epoch in range(args.epochs):
+    for epoch in range(epochs):
         clock = Clock(runtime.device)
         timed_scorer.seconds = 0.0
         with clock("importance_s"):
             env.set_epoch(epoch)
         z = context.z(epoch) if context is not None else None
         with clock("episodes_s"):
-            episodes = [run_episode(env, agent, epoch, z) for _ in range(args.episodes)]
+            run = [run_episode(env, agent, epoch, z) for _ in range(episodes)]
         with clock("observe_s"):
-            for episode in episodes:
+            for episode in run:
                 agent.observe(episode)
         if context is not None:
             with clock("context_fit_s"):
@@ -170,15 +184,15 @@ def bench(device: str, args: argparse.Namespace, data_dir: str | None) -> list[d
             **common, "epoch": epoch, "agent_epoch_s": round(total, 3),
             **{k: round(v, 4) for k, v in clock.parts.items()},
             "of_which_reward_s": round(timed_scorer.seconds, 3),
-            "reward_s_per_episode": round(timed_scorer.seconds / args.episodes, 4),
-            "mean_reward": round(sum(e.reward for e in episodes) / len(episodes), 4),
-            "mean_macs_ratio": round(sum(e.macs for e in episodes) / len(episodes) / dense_macs, 4),
+            "reward_s_per_episode": round(timed_scorer.seconds / episodes, 4),
+            "mean_reward": round(sum(e.reward for e in run) / len(run), 4),
+            "mean_macs_ratio": round(sum(e.macs for e in run) / len(run) / dense_macs, 4),
         })  # fmt: skip
     train_key = "train_epoch_s_extrapolated" if extrapolated else "train_epoch_s"
     lines.append({
         **common, "summary": True, "agent_epoch_s_mean": round(sum(totals) / len(totals), 3),
-        train_key: round(epoch_seconds, 1),
-        "train_batches_timed": args.train_batches if extrapolated else len(data.train),
+        train_key: round(epoch_seconds, 3),
+        "train_batches_timed": train_batches if extrapolated else len(data.train),
         "train_images_per_epoch": len(data.train) * data.train.batch_size,
         "agent_over_train": round(sum(totals) / len(totals) / epoch_seconds, 4), **machine(),
     })  # fmt: skip
