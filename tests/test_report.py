@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from test_structure_nets import make_inception_net, make_separable_net
+from zoo import SHAPE as ZOO_SHAPE
+from zoo import ShuffleNet
 
 from rlal.agent import Episode
 from rlal.checkpoint import write_json
@@ -25,7 +27,7 @@ from rlal.models import create_model
 from rlal.report import plots
 from rlal.report.markdown import write_report
 from rlal.report.metrics import MetricsWriter
-from rlal.report.widths import COLUMNS, OTHER, TOTAL, layer_widths, read_widths, write_widths
+from rlal.report.widths import COLUMNS, OLD_COLUMNS, OTHER, TOTAL, layer_widths, read_widths, write_widths
 from rlal.rundir import write_run_header
 from rlal.structure import Plan, Structure, find_layers
 
@@ -137,8 +139,10 @@ def test_widths_have_a_row_per_layer_and_add_up_to_the_cost_model(build, shape, 
     for keep in (structure.channels, rng.integers(1, structure.channels + 1)):
         plan = Plan.from_keep_counts(structure, keep.tolist())
         rows = layer_widths(structure, plan)
-        layers, other, total = rows[:-2], rows[-2], rows[-1]
+        layers = [r for r in rows[:-2] if r["skipped"] is None]
+        other, total = rows[-2], rows[-1]
         assert [r["layer"] for r in layers] == list(structure.names)
+        assert [r["layer"] for r in rows[len(layers):-2]] == [s.module for s in structure.skipped]
         assert (other["layer"], total["layer"]) == (OTHER, TOTAL)
         for row, layer, kept in zip(layers, structure.layers, plan.keep, strict=True):
             assert (row["dense_channels"], row["kept_channels"]) == (layer.channels, kept)
@@ -160,6 +164,34 @@ def test_resnet_block_macs_follow_the_inner_layer_on_both_convs() -> None:
     # conv1 (writes the channels) and conv2 (reads them) both halve; layer.macs counts conv1 alone
     assert row["macs_before"] == 2 * layer.macs
     assert row["macs_after"] == layer.macs
+
+
+def test_widths_list_skipped_layers_with_their_reason_and_the_macs_no_plan_can_reduce() -> None:
+    # ShuffleNet: the shuffled channels are skipped; the grouped 1x1 convs tie the other layers in threes
+    structure = find_layers(ShuffleNet(), ZOO_SHAPE)
+    plan = Plan.from_keep_counts(structure, [5, 2])
+    rows = {r["layer"]: r for r in layer_widths(structure, plan)}
+    for group in structure.skipped:
+        row = rows[group.module]
+        assert row["skipped"] == group.reason
+        assert row["macs_before"] == row["macs_after"] == group.macs  # no plan reaches them
+        assert row["dense_channels"] is None and row["keep_ratio"] is None
+    assert "view" in rows["gconv1.0"]["skipped"] and rows["gconv1.0"]["macs_before"] > 0
+    stem = rows["stem.0"]  # 8 sets of 3 channels, one per group of gconv1
+    assert (stem["dense_channels"], stem["kept_channels"], stem["skipped"]) == (24, 15, None)
+    assert rows[TOTAL]["kept_channels"] == 15 + 6
+    listed = [r for r in rows.values() if r["layer"] != TOTAL]
+    assert sum(r["macs_before"] for r in listed) == rows[TOTAL]["macs_before"]
+    assert sum(r["macs_after"] for r in listed) == rows[TOTAL]["macs_after"]
+
+
+def test_widths_csv_written_before_skipped_rows_still_reads(tmp_path: Path) -> None:
+    path = tmp_path / "widths.csv"
+    path.write_text(",".join(OLD_COLUMNS) + "\nconv1,16,8,0.5,100,50\nother,,,,7,7\ntotal,16,8,0.5,107,57\n")
+    rows = read_widths(path)
+    assert rows[0] == {"layer": "conv1", "dense_channels": 16, "kept_channels": 8, "keep_ratio": 0.5,
+                       "macs_before": 100, "macs_after": 50, "skipped": None}
+    assert [r["layer"] for r in rows] == ["conv1", OTHER, TOTAL]
 
 
 def test_widths_csv_round_trips_with_the_documented_columns(tmp_path: Path) -> None:
@@ -202,6 +234,14 @@ def test_joint_run_report_has_every_section_and_valid_png_figures(tmp_path: Path
     assert "| removed / kept channel norm ratio | 0.42 |" in text
     assert "Wall-clock: 31.5 s" in text
     assert f"| `{structure.names[0]}` |" in text and "| **total** |" in text
+    # the layers that could not be pruned, with their reasons and their share of the MACs
+    assert "## Skipped layers" in text
+    dense = structure.cost.dense_macs
+    for group in structure.skipped:
+        share = f"{100 * group.macs / dense:.1f} %"
+        assert f"| `{group.module}` | {group.reason} | {group.macs:,} | {share} |" in text
+    held = 100 * sum(group.macs for group in structure.skipped) / dense
+    assert f"{len(structure.skipped)} layers could not be pruned; they hold {held:.1f} %" in text
     assert re.search(r"\bnan\b", text, re.IGNORECASE) is None  # a NaN reward never leaks into the page
 
 

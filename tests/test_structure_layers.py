@@ -94,7 +94,12 @@ def test_describe_layers_gives_plain_data_for_the_cli() -> None:
         "channels": 16,
         "macs": 32 * 32 * 16 * 16 * 9,
     }
-    assert {"module": "fc", "reason": "classifier output (never pruned)"} in info["skipped"]
+    skipped = {s["module"]: s for s in info["skipped"]}
+    reason = "classifier output (never pruned)"
+    assert skipped["fc"] == {"module": "fc", "reason": reason, "macs": 640, "macs_share": 640 / 40_813_184}
+    # the stem conv writes the residual stream and reads the image: no plan reduces its MACs
+    assert skipped["conv1"]["macs"] == 32 * 32 * 16 * 3 * 9
+    assert info["skipped_macs_share"] == sum(s["macs"] for s in info["skipped"]) / 40_813_184
     assert info["policy"] == "internal" and info["dense_macs"] == 40_813_184
 
 
@@ -112,14 +117,41 @@ class GroupedNet(nn.Module):
         return self.fc(x.mean((2, 3)))
 
 
-def test_grouped_convs_and_unused_layers_are_skipped_with_a_reason() -> None:
+def test_grouped_conv_layers_tie_the_same_position_in_every_group() -> None:
     structure = find_layers(GroupedNet(), (3, 16, 16))
-    assert structure.names == ("conv2",)
+    assert structure.names == ("conv1", "grouped", "conv2")
+    into, out_of = structure.layer("conv1"), structure.layer("grouped")
+    assert (into.channels, into.tied, into.out_channels) == (4, 4, 16)  # 4 sets of 4 channels, one per group
+    assert (out_of.channels, out_of.tied) == (4, 4)
+    writer = next(m for m in into.members if m.module == "conv1")
+    assert writer.root == (0, 1, 2, 3) * 4  # channel g * 4 + j belongs to set j
+    reader = next(m for m in into.members if m.module == "grouped")
+    assert (reader.local, reader.root) == ((0, 1, 2, 3), (0, 1, 2, 3))  # the grouped conv's weight positions
     reasons = {s.module: s.reason for s in structure.skipped}
-    assert reasons["conv1"] == "grouped conv not supported (grouped, groups=4)"
-    assert reasons["grouped"] == "grouped conv not supported (grouped, groups=4)"
-    assert reasons["unused"] == "not called by the forward pass"
-    assert reasons["fc"] == "classifier output (never pruned)"
+    assert reasons == {"unused": "not called by the forward pass", "fc": "classifier output (never pruned)"}
+
+
+class MixedGroups(nn.Module):
+    """A grouped conv reading the concatenation of two layers: each of its 2 groups holds one layer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(3, 8, 3)
+        self.b = nn.Conv2d(3, 8, 3)
+        self.grouped = nn.Conv2d(16, 8, 3, groups=2)
+        self.fc = nn.Linear(8, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.grouped(torch.relu(torch.cat([self.a(x), self.b(x)], 1)))
+        return self.fc(torch.relu(x).mean((2, 3)))
+
+
+def test_a_grouped_conv_whose_groups_mix_layers_is_skipped_with_a_reason() -> None:
+    structure = find_layers(MixedGroups(), (3, 12, 12))
+    reasons = {s.module: s.reason for s in structure.skipped}
+    assert "grouped conv grouped (groups=2) mixes these channels" in reasons["a"]
+    assert "grouped conv grouped (groups=2) mixes these channels" in reasons["b"]
+    assert structure.names == ("grouped",)
 
 
 class Branchy(nn.Module):

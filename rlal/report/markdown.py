@@ -147,7 +147,7 @@ def draw_figures(files: RunFiles, out: Path) -> list[tuple[Path, str]]:
         "Decoder loss of the epoch-context model (MSE on the rewards observed so far) per search epoch.",
     ))
 
-    layers = [r for r in files.widths or [] if r["layer"] not in (OTHER, TOTAL)]
+    layers = [r for r in files.widths or [] if r["layer"] not in (OTHER, TOTAL) and r.get("skipped") is None]
     figures.append((
         plots.plot_widths([r["layer"] for r in layers], [r["dense_channels"] for r in layers],
                           [r["kept_channels"] for r in layers], out / "widths.png"),
@@ -185,6 +185,9 @@ def render(files: RunFiles, figures: Sequence[tuple[Path, str]]) -> str:
         if files.search:
             lines += ["## Search", "", *_search(files), ""]
         lines += ["## Per-layer widths", "", *_widths(files), ""]
+        skipped = _skipped(files)
+        if skipped:
+            lines += ["## Skipped layers", "", *skipped, ""]
     if figures:
         lines += ["## Figures", ""]
         for path, caption in figures:
@@ -299,6 +302,8 @@ def _widths(files: RunFiles) -> list[str]:
         return [f"{WIDTHS_FILE}: {MISSING}."]
     rows = []
     for r in files.widths:
+        if r.get("skipped") is not None:
+            continue  # in their own section
         if r["layer"] == OTHER:  # no channels of its own: blank, not missing
             rows.append(["**other**", "", "", "", _int(r["macs_before"]), _int(r["macs_after"])])
             continue
@@ -306,9 +311,25 @@ def _widths(files: RunFiles) -> list[str]:
         rows.append([name, _int(r["dense_channels"]), _int(r["kept_channels"]), _num(r["keep_ratio"], ".3f"),
                      _int(r["macs_before"]), _int(r["macs_after"])])
     note = (f"From {WIDTHS_FILE}. A layer's MACs are those of the convs writing its channels, else of the "
-            "convs reading them (both sides shrink); `other` holds the convs no layer touches.")
+            "convs reading them (both sides shrink); the skipped layers below hold the convs no plan can "
+            "change, `other` the convs no layer touches.")
     return [note, "", *_table(["layer", "dense channels", "kept channels", "keep ratio", "MACs before",
                                "MACs after"], rows)]
+
+
+def _skipped(files: RunFiles) -> list[str]:
+    """The layers that could not be pruned, with their reasons and their share of the dense MACs."""
+    widths = files.widths or []
+    skipped = [r for r in widths if r.get("skipped") is not None]
+    total = next((r["macs_before"] for r in widths if r["layer"] == TOTAL), None)
+    if not skipped:
+        return []
+    rows = [[f"`{r['layer']}`", r["skipped"], _int(r["macs_before"]), _ratio(r["macs_before"], total)]
+            for r in skipped]
+    held = sum(r["macs_before"] for r in skipped if _is_number(r["macs_before"]))
+    note = (f"{len(skipped)} layers could not be pruned; they hold {_ratio(held, total)} of the dense MACs "
+            "(their convs' MACs, which no plan can reduce).")
+    return [note, "", *_table(["layer", "reason", "MACs", "share of the dense MACs"], rows)]
 
 
 # --- data -----------------------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from rlal.structure.layers import (
     SkippedGroup,
     Structure,
     describe_layers,
+    describe_lines,
     find_layers,
 )
 from rlal.structure.masks import ChannelMasks
@@ -56,6 +57,7 @@ __all__ = [
     "check_plan",
     "cut",
     "describe_layers",
+    "describe_lines",
     "find_layers",
     "load_pruned",
     "save_pruned",

@@ -14,16 +14,32 @@ Residual policy (``policy``):
   plain conv stacks (VGG), and block outputs that no addition touches.
 * ``"all"``: such groups are prunable too; all the convs added together share one keep count.
 
+**Grouped convolutions** (``groups`` > 1, not depthwise) are pruned as Torch-Pruning prunes them: the same
+positions in every group go together, so each group keeps the same number of channels and the conv keeps
+its ``groups``. A layer whose channels enter or leave a grouped conv with G groups therefore decides on
+sets of G channels (``PrunableLayer.tied``): its ``channels`` counts these sets, and a keep count of k
+keeps k * G channels. Whole groups are never removed.
+
 Never prunable, whatever the policy (listed in ``skipped`` with the reason): the classifier output and any
-channels that reach the model output, grouped (non-depthwise) and transposed convs, groups containing a
-normalisation across channels (GroupNorm, LayerNorm) or another module Torch-Pruning cannot cut exactly,
-channels that come straight from the model input, single-channel groups, and conv/linear layers the
-forward pass never calls.
+channels that reach the model output; channels that pass through an operation in ``forward`` that splits,
+slices, regroups or mixes the channel dimension (``torch.split``/``chunk``, ``x[:, :16]``, a ShuffleNet
+channel shuffle ``view(n, g, c // g, h, w).transpose(1, 2)``, ``pixel_shuffle``, a mean or softmax over the
+channels...), which a cut cannot follow; a grouped conv whose groups mix channels of several layers;
+transposed convs; groups containing a normalisation across channels (GroupNorm, LayerNorm) or another
+module Torch-Pruning cannot cut exactly; channels that come straight from the model input; single-channel
+groups; and conv/linear layers the forward pass never calls.
+
+**The masked-vs-cut contract is checked up front.** Before returning, :func:`find_layers` cuts a copy of the
+model (random weights, random keeps in every layer) and compares it with the masked dense copy (see
+:mod:`rlal.structure.contract`). A layer whose cut fails or computes something else than its masked
+sub-network is moved to ``skipped`` with the failure as its reason, so a model is refused or narrowed at
+once, never after hours of training, and never cut into a model that is not the scored sub-network.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import TYPE_CHECKING, Literal
@@ -37,6 +53,7 @@ from rlal.errors import RlalError
 from rlal.structure.trace import (
     COUNTED_TYPES,
     Census,
+    Trace,
     build_graph,
     check_input_shape,
     example_input,
@@ -99,7 +116,8 @@ class PrunableLayer:
     index: int
     """Position among the prunable layers, input -> output."""
     channels: int
-    """Channels of the group (the first conv's output channels): the most a plan can keep."""
+    """Channels of the group (the first conv's output channels): the most a plan can keep. In a layer tied
+    by a grouped conv (``tied`` > 1) a channel is a set of ``tied`` real channels, one per group."""
     kernel_size: tuple[int, ...]
     stride: tuple[int, ...]
     in_channels: int
@@ -113,11 +131,14 @@ class PrunableLayer:
     modules: tuple[str, ...]
     """Every module with a dimension in the group, in forward order."""
     members: tuple[GroupMember, ...] = field(repr=False)
+    tied: int = 1
+    """Real channels per channel of the layer: 1, or the groups of the grouped conv(s) the channels enter
+    or leave (the same position in every group is kept or removed together)."""
 
     @property
     def out_channels(self) -> int:
-        """The first conv's output channels (equal to :attr:`channels`)."""
-        return self.channels
+        """The first conv's output channels (:attr:`channels` times :attr:`tied`)."""
+        return self.channels * self.tied
 
 
 @dataclass(frozen=True)
@@ -128,6 +149,11 @@ class SkippedGroup:
     """The group's first conv/linear layer in forward order (or the module concerned)."""
     reason: str
     modules: tuple[str, ...] = ()
+    writers: tuple[str, ...] = ()
+    """The conv/linear layers whose output channels are the group's."""
+    macs: int = 0
+    """Dense MACs (one example) of the writers that read no prunable layer either: MACs no plan can
+    reduce because of this skip (see :meth:`Structure.mac_owners`)."""
 
 
 class Structure:
@@ -194,17 +220,40 @@ class Structure:
 
         return CostModel(self)
 
+    @cached_property
+    def mac_owners(self) -> dict[str, tuple[Literal["layer", "skipped"], int]]:
+        """Where each called conv/linear module's MACs are listed (``widths.csv``, :meth:`describe`), so
+        that every module counts once: ``("layer", i)`` for the prunable layer writing its outputs, else the
+        first prunable layer reading its inputs (both sides shrink with it); ``("skipped", j)`` for the
+        skipped group writing its outputs (no plan changes its MACs). Modules in neither are absent."""
+        return _mac_owners(self.layers, self.skipped)
+
     def describe(self) -> dict[str, object]:
         """Layers and skipped groups as plain data (see :func:`describe_layers`)."""
+        dense = self.cost.dense_macs
+
+        def share(macs: int) -> float:
+            return macs / dense if dense else 0.0
+
+        layers = []
+        for layer in self.layers:
+            entry: dict[str, object] = {"name": layer.name, "channels": layer.out_channels}
+            entry["macs"] = layer.macs
+            if layer.tied > 1:
+                entry["tied"] = layer.tied
+            layers.append(entry)
+        skipped_macs = sum(s.macs for s in self.skipped)
         return {
             "policy": self.policy,
             "input_shape": list(self.input_shape),
-            "dense_macs": self.cost.dense_macs,
+            "dense_macs": dense,
             "dense_params": self.cost.dense_params,
-            "prunable_layers": [
-                {"name": layer.name, "channels": layer.channels, "macs": layer.macs} for layer in self.layers
+            "prunable_layers": layers,
+            "skipped": [
+                {"module": s.module, "reason": s.reason, "macs": s.macs, "macs_share": share(s.macs)}
+                for s in self.skipped
             ],
-            "skipped": [{"module": s.module, "reason": s.reason} for s in self.skipped],
+            "skipped_macs_share": share(skipped_macs),
         }
 
 
@@ -212,10 +261,14 @@ def find_layers(model: nn.Module, input_shape: tuple[int, ...], *, policy: Polic
     """Trace ``model`` on one example of ``input_shape`` (no batch dimension, e.g. ``(3, 32, 32)``) and
     return its prunable layers under the residual ``policy`` (see the module docstring).
 
-    The model is left unchanged (its train/eval flags are restored). Raises :class:`RlalError` for an
-    unknown policy, a bad input shape, a forward that fails or depends on the input values, a model
-    Torch-Pruning cannot trace, or a model without any prunable layer.
+    Every layer returned has passed the masked-vs-cut check; the others are in ``skipped`` with their
+    reason. The model is left unchanged (its train/eval flags are restored). Raises :class:`RlalError` for
+    an unknown policy, a bad input shape, a forward that fails or depends on the input values, a model
+    Torch-Pruning cannot trace, or a model without any prunable layer (the message lists every skipped
+    layer with its reason).
     """
+    from rlal.structure.contract import failing_layers  # contract.py cuts and masks, which import this
+
     if policy not in POLICIES:
         raise RlalError(f"residual policy must be one of {POLICIES}, got {policy!r}")
     shape = check_input_shape(input_shape)
@@ -223,34 +276,50 @@ def find_layers(model: nn.Module, input_shape: tuple[int, ...], *, policy: Polic
         raise RlalError(f"expected a torch.nn.Module, got {type(model).__name__}")
     x = example_input(model, shape)
     census = take_census(model, x)
-    graph, output_nodes = build_graph(model, x)
+    trace = build_graph(model, x)
     names = {module: name for name, module in model.named_modules()}
 
     layers: list[PrunableLayer] = []
     skipped: list[SkippedGroup] = []
     try:
-        groups = list(graph.get_all_groups())
+        groups = list(trace.graph.get_all_groups())
     except Exception as exc:  # Torch-Pruning's own failure on an odd graph
         detail = (str(exc).strip().splitlines() or [""])[0][:200]
         raise RlalError(
             f"Torch-Pruning cannot group the channels of {model_label(model)}: {type(exc).__name__}: {detail}"
         ) from None
     for group in groups:
-        result = _classify(group, graph, output_nodes, names, census, policy)
+        result = _classify(group, trace, names, census, policy)
         (layers if isinstance(result, PrunableLayer) else skipped).append(result)
     for name, module in model.named_modules():
         if isinstance(module, COUNTED_TYPES) and name not in census.order:
-            skipped.append(SkippedGroup(name, "not called by the forward pass", (name,)))
+            skipped.append(SkippedGroup(name, "not called by the forward pass", (name,), (name,)))
 
     def position(name: str) -> int:
         return census.order.get(name, len(census.order))
 
     layers.sort(key=lambda layer: position(layer.name))
+    layers = [replace(layer, index=i) for i, layer in enumerate(layers)]
+    if layers:
+        failures = failing_layers(Structure(model, shape, policy, tuple(layers), (), census))
+        skipped += [
+            SkippedGroup(layer.name, failures[layer.name], layer.modules, _writers(layer))
+            for layer in layers
+            if layer.name in failures
+        ]
+        kept = [layer for layer in layers if layer.name not in failures]
+        layers = [replace(layer, index=i) for i, layer in enumerate(kept)]
     skipped.sort(key=lambda s: position(s.module))
     if not layers:
         reasons = "; ".join(f"{s.module}: {s.reason}" for s in skipped) or "no conv or linear layer"
         raise RlalError(f"{model_label(model)} has no prunable layer ({reasons})")
-    layers = [replace(layer, index=i) for i, layer in enumerate(layers)]
+    owners = _mac_owners(layers, skipped)
+    modules = dict(model.named_modules())
+    owned = [0] * len(skipped)
+    for name, (kind, j) in owners.items():
+        if kind == "skipped":
+            owned[j] += conv_or_linear_macs(modules[name], census.positions.get(name, 0))
+    skipped = [replace(s, macs=macs) for s, macs in zip(skipped, owned, strict=True)]
     return Structure(model, shape, policy, tuple(layers), tuple(skipped), census)
 
 
@@ -258,12 +327,34 @@ def describe_layers(
     model: nn.Module, input_shape: tuple[int, ...], policy: Policy = "internal"
 ) -> dict[str, object]:
     """For ``rlal info``: ``{"prunable_layers": [{"name", "channels", "macs"}, ...], "skipped": [{"module",
-    "reason"}, ...]}`` plus ``policy``, ``input_shape``, ``dense_macs`` and ``dense_params``.
+    "reason", "macs", "macs_share"}, ...]}`` plus ``policy``, ``input_shape``, ``dense_macs``,
+    ``dense_params`` and ``skipped_macs_share``.
 
     A layer's ``macs`` are the dense MACs of the convs whose output channels it owns: the conv(s) writing
-    the channels and any depthwise conv on them (not the next conv that reads them).
+    the channels and any depthwise conv on them (not the next conv that reads them); ``channels`` are real
+    channels, and a layer tied by a grouped conv adds ``tied`` (channels kept or removed together). A
+    skipped group's ``macs`` are those of the convs writing its channels that read no prunable layer either:
+    MACs no plan can reduce; ``macs_share`` is their fraction of ``dense_macs``.
     """
     return find_layers(model, input_shape, policy=policy).describe()
+
+
+def describe_lines(info: dict[str, object]) -> list[str]:
+    """The text form of :func:`describe_layers`'s result, one line per layer and skipped group (for
+    ``rlal info``)."""
+    layers = info["prunable_layers"]
+    skipped = info["skipped"]
+    lines = [f"{len(layers)} prunable layers (policy {info['policy']}); a keep ratio counts channels:"]
+    for layer in layers:
+        tied = f" (tied in sets of {layer['tied']})" if "tied" in layer else ""
+        macs = layer["macs"] / 1e6
+        lines.append(f"  {layer['name']:<32} {layer['channels']:>5} channels  {macs:8.2f} M MACs{tied}")
+    if skipped:
+        lines.append(f"{len(skipped)} skipped, holding {info['skipped_macs_share']:.1%} of the MACs "
+                     "(MACs no plan can reduce):")
+    for item in skipped:
+        lines.append(f"  skipped {item['module']} ({item['macs_share']:.1%} of the MACs): {item['reason']}")
+    return lines
 
 
 def conv_or_linear_macs(module: nn.Module, positions: int) -> int:
@@ -274,25 +365,53 @@ def conv_or_linear_macs(module: nn.Module, positions: int) -> int:
     return positions * module.out_channels * (module.in_channels // module.groups) * kernel
 
 
+def _writers(layer: PrunableLayer) -> tuple[str, ...]:
+    kinds = ("conv", "depthwise", "linear")
+    return tuple(m.module for m in layer.members if m.role == "out" and m.kind in kinds)
+
+
+def _mac_owners(
+    layers: Sequence[PrunableLayer], skipped: Sequence[SkippedGroup]
+) -> dict[str, tuple[Literal["layer", "skipped"], int]]:
+    """See :meth:`Structure.mac_owners`."""
+    owners: dict[str, tuple[Literal["layer", "skipped"], int]] = {}
+    for i, layer in enumerate(layers):
+        for name in _writers(layer):
+            owners.setdefault(name, ("layer", i))
+    for i, layer in enumerate(layers):  # input -> output: the first layer reading a module lists it
+        for m in layer.members:
+            if m.role == "in" and m.kind in ("conv", "linear"):
+                owners.setdefault(m.module, ("layer", i))
+    for j, group in enumerate(skipped):
+        for name in group.writers:
+            owners.setdefault(name, ("skipped", j))
+    return owners
+
+
+Raw = tuple[nn.Module, str, MemberKind, Role, tuple[int, ...], tuple[int, ...]]
+"""A group member before masking is decided: module, name, kind, role, local and root positions."""
+
+
 def _classify(
-    group: tp.Group,
-    graph: tp.DependencyGraph,
-    output_nodes: set[object],
-    names: dict[object, str],
-    census: Census,
-    policy: Policy,
+    group: tp.Group, trace: Trace, names: dict[object, str], census: Census, policy: Policy
 ) -> PrunableLayer | SkippedGroup:
     """Turn one Torch-Pruning group into a prunable layer, or into a skipped entry with its reason."""
-    raw: list[tuple[nn.Module, str, MemberKind, Role, tuple[int, ...], tuple[int, ...]]] = []
+    graph = trace.graph
+    raw: list[Raw] = []
     problems: list[str] = []
+    passed: set[object] = set()  # autograd nodes of the forward the group's channels pass through
+    writers: list[str] = []
     reaches_output = False
+    additive = False
     for item in group:
         dep = item.dep
         module = dep.target.module
         if isinstance(module, ops._OutputOp) or (
-            dep.target in output_nodes and graph.is_out_channel_pruning_fn(dep.handler)
+            dep.target in trace.output_nodes and graph.is_out_channel_pruning_fn(dep.handler)
         ):
             reaches_output = True  # these channels are (part of) what the model returns
+        passed.add(dep.target.grad_fn)
+        additive = additive or _adds(dep.target)
         if isinstance(module, ops._OutputOp):
             continue
         if isinstance(module, nn.Parameter):
@@ -303,16 +422,16 @@ def _classify(
         name = names.get(module)
         if name is None:  # Torch-Pruning's stand-in for a functional op: add, cat, relu, flatten...
             continue
+        if isinstance(module, COUNTED_TYPES) and graph.is_out_channel_pruning_fn(dep.handler):
+            writers.append(name)
         kind_role = _HANDLERS.get(dep.handler)
         if kind_role is None:
             problems.append(f"{type(module).__name__} {name} in the group is not supported")
             continue
         kind, role = kind_role
-        if kind == "conv" and getattr(module, "transposed", False):
-            problems.append(f"transposed conv {name} not supported")
-            continue
-        if kind == "conv" and module.groups > 1:
-            problems.append(f"grouped conv not supported ({name}, groups={module.groups})")
+        problem = _member_problem(module, name, kind, role, item.idxs)
+        if problem is not None:
+            problems.append(problem)
             continue
         root = tuple(item.root_idxs)
         if any(r is None for r in root):
@@ -328,22 +447,37 @@ def _classify(
     modules = tuple(dict.fromkeys(r[1] for r in raw))
     root_module = names.get(group[0].dep.target.module, "?")
     first = producers[0][1] if producers else root_module
+    writers.sort(key=position)
 
     def skip(reason: str) -> SkippedGroup:
-        return SkippedGroup(first, reason, modules)
+        return SkippedGroup(first, reason, modules, tuple(dict.fromkeys(writers)))
 
     if reaches_output:
         if any(r[2] == "linear" for r in producers):
             return skip("classifier output (never pruned)")
         return skip("feeds the model output (never pruned)")
+    channel_op = next((op for fn, op in trace.channel_ops.items() if fn in passed), None)  # first in forward
+    if channel_op is not None:
+        return skip(f"its channels pass through {channel_op} in forward, which a cut cannot follow")
     if problems:
         return skip(problems[0])
     if not producers:
         return skip("channels come from the model input")
-    channels = len(group[0].idxs)
+    tied = _tie(raw, len(group[0].idxs))
+    if isinstance(tied, str):
+        return skip(tied)
+    raw, channels, per_set = tied
+    if channels < 2 and per_set > 1:
+        grouped = next(r[1] for r in raw if r[2] == "conv" and r[0].groups > 1)
+        return skip(
+            f"grouped conv {grouped} ties all {per_set} channels together (one per group): only whole groups "
+            "could go, which is not supported"
+        )
     if channels < 2:
         return skip("a single channel")
-    residual = len(producers) > 1
+    # Several writers joined by an addition are a residual stream; joined only by products (a
+    # squeeze-excitation gate multiplying a conv's output) they are one block's channels (issue 13).
+    residual = len(producers) > 1 and additive
     if residual and policy == "internal":
         return skip(f"tied to a residual addition shared by {len(producers)} layers (policy=internal)")
 
@@ -366,11 +500,103 @@ def _classify(
         residual=residual,
         modules=modules,
         members=members,
+        tied=per_set,
     )
 
 
+_GATES = ("MulBackward", "DivBackward")
+"""Element-wise joins of two tensors that gate one by the other rather than sum them."""
+
+
+def _adds(node: object) -> bool:
+    """Whether a graph node joins several inputs element-wise other than by a product (an addition, a
+    subtraction, a maximum...)."""
+    if not isinstance(node.module, ops._ElementWiseOp) or len(node.inputs) < 2:
+        return False
+    name = node.grad_fn.name() if node.grad_fn is not None else ""
+    return not name.startswith(_GATES)
+
+
+def _member_problem(
+    module: nn.Module, name: str, kind: MemberKind, role: Role, idxs: list[int]
+) -> str | None:
+    """Why a group member cannot be cut as Torch-Pruning maps it, or None."""
+    if kind in ("conv", "depthwise") and getattr(module, "transposed", False):
+        return f"transposed conv {name} not supported"
+    if kind == "depthwise" and module.in_channels != module.out_channels:
+        # Torch-Pruning calls a conv with groups == out_channels depthwise, even with several inputs per group
+        inputs, groups = module.in_channels, module.groups
+        return f"grouped conv {name} with {inputs} inputs and groups={groups} not supported"
+    width = _width(module, kind, role)
+    if idxs and (min(idxs) < 0 or max(idxs) >= width):
+        return f"channel mapping into {name} out of range (a broadcast Torch-Pruning takes for element-wise?)"
+    return None
+
+
+def _width(module: nn.Module, kind: MemberKind, role: Role) -> int:
+    """Size of the module dimension a member of this kind and role indexes (before grouping)."""
+    if kind == "linear":
+        return module.out_features if role == "out" else module.in_features
+    if kind in ("conv", "depthwise"):
+        return module.out_channels if role == "out" else module.in_channels
+    return module.num_parameters if kind == "prelu" else module.num_features
+
+
+def _tie(raw: list[Raw], channels: int) -> tuple[list[Raw], int, int] | str:
+    """Tie the channels that grouped convs force to go together (Torch-Pruning's rule: the same position in
+    every group), renumbering the layer's channels as sets of tied channels. Returns the members with their
+    roots renumbered (and a grouped conv's input positions as weight positions, see GroupMember), the number
+    of sets and the channels per set; or the reason the group cannot be tied evenly."""
+    grouped = [r for r in raw if r[2] == "conv" and r[0].groups > 1]
+    if not grouped:
+        return raw, channels, 1
+    parent = list(range(channels))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for module, name, _, role, local, root in grouped:
+        groups = module.groups
+        size = (module.in_channels if role == "in" else module.out_channels) // groups
+        by_position: dict[int, list[int]] = {}
+        for p, r in zip(local, root, strict=True):
+            by_position.setdefault(p % size, []).append(r)
+        if any(len(roots) != groups for roots in by_position.values()):
+            return f"grouped conv {name} (groups={groups}) mixes these channels with other layers' in a group"
+        for roots in by_position.values():
+            for r in roots[1:]:
+                parent[find(r)] = find(roots[0])
+    sets: dict[int, list[int]] = {}
+    for r in range(channels):
+        sets.setdefault(find(r), []).append(r)
+    sizes = {len(members) for members in sets.values()}
+    if len(sizes) != 1:
+        return "grouped convs with different groups tie these channels unevenly"
+    unit = [0] * channels
+    for u, members in enumerate(sorted(sets.values())):
+        for r in members:
+            unit[r] = u
+    n_sets = len(sets)
+    tied: list[Raw] = []
+    for module, name, kind, role, local, root in raw:
+        if kind == "conv" and role == "in" and module.groups > 1:
+            size = module.in_channels // module.groups
+            positions = sorted({(p % size, unit[r]) for p, r in zip(local, root, strict=True)})
+            new_local, new_root = tuple(p for p, _ in positions), tuple(u for _, u in positions)
+        else:
+            new_local, new_root = local, tuple(unit[r] for r in root)
+        counts = np.bincount(np.array(new_root, dtype=np.int64), minlength=n_sets)
+        if (counts != counts[0]).any():
+            return f"grouped convs tie the channels of {name} unevenly"
+        tied.append((module, name, kind, role, new_local, new_root))
+    return tied, n_sets, sizes.pop()
+
+
 def _members(
-    raw: list[tuple[nn.Module, str, MemberKind, Role, tuple[int, ...], tuple[int, ...]]],
+    raw: list[Raw],
     graph: tp.DependencyGraph,
     names: dict[object, str],
     census: Census,

@@ -87,4 +87,9 @@ def cut_in_place(
         module = modules.get(name)
         if module is None:
             raise RlalError(f"module {name} of the plan's layers is missing from the model")
+        if kind == "conv" and role == "in" and module.groups > 1:
+            # A grouped conv's input positions index its weight (see GroupMember): position j is input
+            # channel j of every group, which is how Torch-Pruning's function reads the channels it is given.
+            size = module.in_channels // module.groups
+            positions = {g * size + j for g in range(module.groups) for j in positions}
         _PRUNE[(kind, role)](module, sorted(positions))

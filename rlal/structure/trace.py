@@ -8,13 +8,21 @@ inputs, and channel surgery based on it would silently break the model. We there
 operations for all of them. This catches branches on the sign or size of activations; it cannot prove that
 no input anywhere takes another path.
 
+Torch-Pruning maps channels through concatenations and flattening, but treats most other operations as
+element-wise: a channel shuffle (``view(n, g, c // g, h, w).transpose(1, 2)``), a split or a slice of the
+channels, a mean over them. The graph would then couple the wrong channels, and a cut would fail or quietly
+compute something else. While Torch-Pruning traces, :class:`_ChannelOpRecorder` therefore notes every torch
+operation that moves, splits, mixes or resizes the channel dimension (dimension 1), keyed by the autograd
+node of its result, so that :func:`~rlal.structure.find_layers` can skip the layers whose channels pass
+through one (issue 13).
+
 Everything here leaves the model as it found it: train/eval flags are restored and every hook is removed.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -161,12 +169,124 @@ def take_census(model: nn.Module, x: torch.Tensor) -> Census:
     return Census(order=order, positions=positions, calls=calls)
 
 
-def build_graph(model: nn.Module, x: torch.Tensor) -> tuple[tp.DependencyGraph, set[object]]:
-    """Torch-Pruning's dependency graph of ``model`` traced on ``x``, and the graph nodes whose outputs are
-    model outputs (a group touching one reaches the model output). A failure becomes an RlalError."""
+@dataclass(frozen=True)
+class Trace:
+    """Torch-Pruning's dependency graph of a model and what our own recording of the same forward adds.
+
+    ``output_nodes``: the graph nodes whose outputs are model outputs (a group touching one reaches the
+    model output). ``channel_ops``: autograd node -> description, for every operation of the forward that
+    moves, splits, mixes or resizes the channel dimension (see the module docstring); a graph node with one
+    of these ``grad_fn`` lies on such an operation.
+    """
+
+    graph: tp.DependencyGraph
+    output_nodes: set[object]
+    channel_ops: dict[object, str]
+
+
+# Operations that only rearrange elements: applied to a tensor holding each element's channel index, they
+# show where the channels go (see _rearranges_channels).
+_REARRANGING = frozenset({
+    "view", "reshape", "flatten", "unflatten", "view_as", "reshape_as", "transpose", "permute", "movedim",
+    "moveaxis", "swapaxes", "swapdims", "t", "split", "chunk", "tensor_split", "split_with_sizes", "unbind",
+    "narrow", "__getitem__", "index_select", "select", "expand", "expand_as", "repeat", "repeat_interleave",
+    "tile", "roll", "flip", "pixel_shuffle", "pixel_unshuffle", "channel_shuffle", "native_channel_shuffle",
+})
+# Operations whose outputs mix values along the dimensions they are given (all of them by default).
+_MIXING = frozenset({
+    "mean", "sum", "nansum", "nanmean", "prod", "amax", "amin", "max", "min", "argmax", "argmin", "median",
+    "std", "var", "std_mean", "var_mean", "logsumexp", "norm", "normalize", "softmax", "log_softmax",
+    "softmin", "cumsum", "cumprod", "local_response_norm",
+})
+_DIM_ARGUMENT = {"norm": 2, "normalize": 2}  # positional index of ``dim`` where it is not the second
+_DIM_DEFAULT = {"normalize": 1}  # where leaving ``dim`` out does not mean every dimension
+
+
+class _ChannelOpRecorder(TorchFunctionMode):
+    """Records, by the autograd node of its result, every torch operation that touches the channels."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: dict[object, str] = {}
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        kwargs = kwargs or {}
+        result = func(*args, **kwargs)
+        name = getattr(func, "__name__", "")
+        if name in _REARRANGING or name in _MIXING:
+            try:
+                found = _channel_op(func, name, args, kwargs, result)
+            except Exception:  # an odd call we cannot replay: the contract check still sees what it does
+                found = None
+            if found is not None:
+                for t in tp.utils.flatten_as_list(result):
+                    if isinstance(t, torch.Tensor) and t.grad_fn is not None:
+                        self.ops[t.grad_fn] = found
+        return result
+
+
+def _channel_op(
+    func: Callable[..., object], name: str, args: Sequence[object], kwargs: dict[str, object], result: object
+) -> str | None:
+    """How ``func(*args, **kwargs)`` touches the channel dimension (dimension 1) of its first argument, in a
+    few words, or None when it leaves every channel in place."""
+    x = args[0] if args else None
+    if not isinstance(x, torch.Tensor) or x.dim() < 2 or not x.is_floating_point():
+        return None
+    if name in _MIXING:
+        if len(args) > 1 and isinstance(args[1], torch.Tensor):
+            return None  # max(a, b), min(a, b): element-wise
+        position = _DIM_ARGUMENT.get(name, 1)
+        dim = kwargs.get("dim", args[position] if len(args) > position else _DIM_DEFAULT.get(name))
+        dims = range(x.dim()) if dim is None else (dim,) if isinstance(dim, int) else tuple(dim)
+        if any(d % x.dim() == 1 for d in dims):
+            return f"{name} across the channels"
+        return None
+    channels = x.shape[1]
+    index = torch.arange(channels, dtype=torch.float64, device=x.device)
+    probe = index.view(1, channels, *([1] * (x.dim() - 2))).expand(x.shape).contiguous()
+    replayed = tp.utils.flatten_as_list(func(probe, *args[1:], **kwargs))
+    if all(_keeps_channels(x, out) for out in replayed if isinstance(out, torch.Tensor)):
+        return None
+    if name in ("split", "chunk", "tensor_split", "split_with_sizes", "unbind", "narrow", "__getitem__",
+                "index_select", "select"):
+        return f"{name} of the channels (a split or slice)"
+    if name in ("view", "reshape", "flatten", "unflatten", "view_as", "reshape_as"):
+        shapes = [tuple(t.shape) for t in tp.utils.flatten_as_list(result) if isinstance(t, torch.Tensor)]
+        return f"{name} {tuple(x.shape)} -> {shapes[0]} regrouping the channels (a channel shuffle?)"
+    if name in ("pixel_shuffle", "pixel_unshuffle", "channel_shuffle", "native_channel_shuffle"):
+        return name
+    return f"{name} moving or resizing the channel dimension"
+
+
+def _keeps_channels(x: torch.Tensor, out: torch.Tensor) -> bool:
+    """Whether ``out``, computed from a tensor holding each element's channel index, keeps every channel in
+    place: the same channels along dimension 1, or the channel-major flattening (and its inverse) that
+    Torch-Pruning maps onto a linear layer."""
+    channels = x.shape[1]
+    if out.dim() < 2 or out.shape[0] != x.shape[0]:
+        return False
+    if out.shape[1] == channels:  # channels in place, whatever happened to the other dimensions
+        index = torch.arange(channels, dtype=out.dtype, device=out.device)
+        return bool((out == index.view(1, channels, *([1] * (out.dim() - 2)))).all())
+    rows = out.reshape(out.shape[0], -1)
+    if out.dim() == 2 and out.shape[1] % channels == 0:  # flatten (n, c, h, w) -> (n, c * h * w)
+        per_channel = out.shape[1] // channels
+        index = torch.arange(out.shape[1], device=out.device) // per_channel
+        return bool((rows == index.to(out.dtype)).all())
+    if x.dim() == 2 and rows.shape[1] == channels and channels % out.shape[1] == 0:
+        # unflatten (n, f) -> (n, c, h, w): the inverse, feature f lands at channel f // (h * w)
+        return bool((rows == torch.arange(channels, dtype=out.dtype, device=out.device)).all())
+    return False
+
+
+def build_graph(model: nn.Module, x: torch.Tensor) -> Trace:
+    """Torch-Pruning's dependency graph of ``model`` traced on ``x``, with the model's output nodes and its
+    channel operations (see :class:`Trace`). A failure becomes an RlalError."""
     # The trace follows autograd, so it needs grad mode and a graph even when every parameter is frozen.
     x = x.detach().clone().requires_grad_(True)
     outputs: list[torch.Tensor] = []
+    recorder = _ChannelOpRecorder()
 
     def keep_outputs(out: object) -> object:
         outputs.extend(t for t in tp.utils.flatten_as_list(out) if isinstance(t, torch.Tensor))
@@ -177,9 +297,10 @@ def build_graph(model: nn.Module, x: torch.Tensor) -> tuple[tp.DependencyGraph, 
         try:
             # A tuple, because Torch-Pruning first tries ``model(*example_inputs)``: a bare batch-of-one
             # tensor would be unpacked into one unbatched example.
-            graph = tp.DependencyGraph().build_dependency(
-                model, example_inputs=(x,), output_transform=keep_outputs, verbose=False
-            )
+            with recorder:
+                graph = tp.DependencyGraph().build_dependency(
+                    model, example_inputs=(x,), output_transform=keep_outputs, verbose=False
+                )
         except RlalError:
             raise
         except Exception as exc:
@@ -191,4 +312,4 @@ def build_graph(model: nn.Module, x: torch.Tensor) -> tuple[tp.DependencyGraph, 
     # node), so find the nodes that produced the outputs by their autograd function.
     output_fns = {id(t.grad_fn) for t in outputs if t.grad_fn is not None}
     output_nodes = {node for node in graph.module2node.values() if id(node.grad_fn) in output_fns}
-    return graph, output_nodes
+    return Trace(graph, output_nodes, recorder.ops)
