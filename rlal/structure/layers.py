@@ -50,6 +50,7 @@ from torch import nn
 from torch_pruning import ops
 
 from rlal.errors import RlalError
+from rlal.structure.grouped import MemberKind, Raw, Role, tie_grouped
 from rlal.structure.trace import (
     COUNTED_TYPES,
     Census,
@@ -67,8 +68,6 @@ if TYPE_CHECKING:
 Policy = Literal["internal", "all"]
 POLICIES: tuple[str, ...] = ("internal", "all")
 
-MemberKind = Literal["conv", "depthwise", "linear", "batchnorm", "instancenorm", "prelu"]
-Role = Literal["out", "in"]
 
 PER_CHANNEL_KINDS: tuple[str, ...] = ("depthwise", "batchnorm", "instancenorm", "prelu")
 """Kinds whose output channel ``c`` depends only on input channel ``c``."""
@@ -267,8 +266,6 @@ def find_layers(model: nn.Module, input_shape: tuple[int, ...], *, policy: Polic
     Torch-Pruning cannot trace, or a model without any prunable layer (the message lists every skipped
     layer with its reason).
     """
-    from rlal.structure.contract import failing_layers  # contract.py cuts and masks, which import this
-
     if policy not in POLICIES:
         raise RlalError(f"residual policy must be one of {POLICIES}, got {policy!r}")
     shape = check_input_shape(input_shape)
@@ -299,28 +296,47 @@ def find_layers(model: nn.Module, input_shape: tuple[int, ...], *, policy: Polic
         return census.order.get(name, len(census.order))
 
     layers.sort(key=lambda layer: position(layer.name))
-    layers = [replace(layer, index=i) for i, layer in enumerate(layers)]
-    if layers:
-        failures = failing_layers(Structure(model, shape, policy, tuple(layers), (), census))
-        skipped += [
-            SkippedGroup(layer.name, failures[layer.name], layer.modules, _writers(layer))
-            for layer in layers
-            if layer.name in failures
-        ]
-        kept = [layer for layer in layers if layer.name not in failures]
-        layers = [replace(layer, index=i) for i, layer in enumerate(kept)]
-    skipped.sort(key=lambda s: position(s.module))
+    layers, failed = _keep_the_contract(Structure(model, shape, policy, _indexed(layers), (), census))
+    skipped = sorted([*skipped, *failed], key=lambda s: position(s.module))
     if not layers:
         reasons = "; ".join(f"{s.module}: {s.reason}" for s in skipped) or "no conv or linear layer"
         raise RlalError(f"{model_label(model)} has no prunable layer ({reasons})")
-    owners = _mac_owners(layers, skipped)
+    skipped = _with_macs(model, layers, skipped, census)
+    return Structure(model, shape, policy, layers, tuple(skipped), census)
+
+
+def _indexed(layers: Sequence[PrunableLayer]) -> tuple[PrunableLayer, ...]:
+    return tuple(replace(layer, index=i) for i, layer in enumerate(layers))
+
+
+def _keep_the_contract(candidates: Structure) -> tuple[tuple[PrunableLayer, ...], list[SkippedGroup]]:
+    """The candidate layers whose cut computes their masked sub-network, and the others as skipped groups
+    with the failure as the reason (see :mod:`rlal.structure.contract`)."""
+    from rlal.structure.contract import failing_layers  # contract.py cuts and masks, which import this
+
+    if not candidates.layers:
+        return (), []
+    failures = failing_layers(candidates)
+    kept = [layer for layer in candidates.layers if layer.name not in failures]
+    failed = [
+        SkippedGroup(layer.name, failures[layer.name], layer.modules, _writers(layer))
+        for layer in candidates.layers
+        if layer.name in failures
+    ]
+    return _indexed(kept), failed
+
+
+def _with_macs(
+    model: nn.Module, layers: Sequence[PrunableLayer], skipped: list[SkippedGroup], census: Census
+) -> list[SkippedGroup]:
+    """The skipped groups with the dense MACs of the modules listed under them (see
+    :meth:`Structure.mac_owners`)."""
     modules = dict(model.named_modules())
     owned = [0] * len(skipped)
-    for name, (kind, j) in owners.items():
+    for name, (kind, j) in _mac_owners(layers, skipped).items():
         if kind == "skipped":
             owned[j] += conv_or_linear_macs(modules[name], census.positions.get(name, 0))
-    skipped = [replace(s, macs=macs) for s, macs in zip(skipped, owned, strict=True)]
-    return Structure(model, shape, policy, tuple(layers), tuple(skipped), census)
+    return [replace(group, macs=macs) for group, macs in zip(skipped, owned, strict=True)]
 
 
 def describe_layers(
@@ -386,10 +402,6 @@ def _mac_owners(
         for name in group.writers:
             owners.setdefault(name, ("skipped", j))
     return owners
-
-
-Raw = tuple[nn.Module, str, MemberKind, Role, tuple[int, ...], tuple[int, ...]]
-"""A group member before masking is decided: module, name, kind, role, local and root positions."""
 
 
 def _classify(
@@ -463,7 +475,7 @@ def _classify(
         return skip(problems[0])
     if not producers:
         return skip("channels come from the model input")
-    tied = _tie(raw, len(group[0].idxs))
+    tied = tie_grouped(raw, len(group[0].idxs))
     if isinstance(tied, str):
         return skip(tied)
     raw, channels, per_set = tied
@@ -540,59 +552,6 @@ def _width(module: nn.Module, kind: MemberKind, role: Role) -> int:
     if kind in ("conv", "depthwise"):
         return module.out_channels if role == "out" else module.in_channels
     return module.num_parameters if kind == "prelu" else module.num_features
-
-
-def _tie(raw: list[Raw], channels: int) -> tuple[list[Raw], int, int] | str:
-    """Tie the channels that grouped convs force to go together (Torch-Pruning's rule: the same position in
-    every group), renumbering the layer's channels as sets of tied channels. Returns the members with their
-    roots renumbered (and a grouped conv's input positions as weight positions, see GroupMember), the number
-    of sets and the channels per set; or the reason the group cannot be tied evenly."""
-    grouped = [r for r in raw if r[2] == "conv" and r[0].groups > 1]
-    if not grouped:
-        return raw, channels, 1
-    parent = list(range(channels))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for module, name, _, role, local, root in grouped:
-        groups = module.groups
-        size = (module.in_channels if role == "in" else module.out_channels) // groups
-        by_position: dict[int, list[int]] = {}
-        for p, r in zip(local, root, strict=True):
-            by_position.setdefault(p % size, []).append(r)
-        if any(len(roots) != groups for roots in by_position.values()):
-            return f"grouped conv {name} (groups={groups}) mixes these channels with other layers' in a group"
-        for roots in by_position.values():
-            for r in roots[1:]:
-                parent[find(r)] = find(roots[0])
-    sets: dict[int, list[int]] = {}
-    for r in range(channels):
-        sets.setdefault(find(r), []).append(r)
-    sizes = {len(members) for members in sets.values()}
-    if len(sizes) != 1:
-        return "grouped convs with different groups tie these channels unevenly"
-    unit = [0] * channels
-    for u, members in enumerate(sorted(sets.values())):
-        for r in members:
-            unit[r] = u
-    n_sets = len(sets)
-    tied: list[Raw] = []
-    for module, name, kind, role, local, root in raw:
-        if kind == "conv" and role == "in" and module.groups > 1:
-            size = module.in_channels // module.groups
-            positions = sorted({(p % size, unit[r]) for p, r in zip(local, root, strict=True)})
-            new_local, new_root = tuple(p for p, _ in positions), tuple(u for _, u in positions)
-        else:
-            new_local, new_root = local, tuple(unit[r] for r in root)
-        counts = np.bincount(np.array(new_root, dtype=np.int64), minlength=n_sets)
-        if (counts != counts[0]).any():
-            return f"grouped convs tie the channels of {name} unevenly"
-        tied.append((module, name, kind, role, new_local, new_root))
-    return tied, n_sets, sizes.pop()
 
 
 def _members(
