@@ -60,7 +60,8 @@ EPOCH_IMAGES = 45_000
 RUN_STARTUP_S = 35.0
 """Seconds a quality run spends outside its training epochs when 6 start together on one GPU: Python and
 torch import, the cached data read and copied, cuDNN's first kernels, the final test pass, the report. A
-guess until a GPU run measures it (each run's ``seconds`` minus its epochs' ``train_seconds``)."""
+guess until a GPU run measures it: each quality run's record has ``process_s`` (launch to exit) and
+``outside_epochs_s`` (its own time outside the training epochs)."""
 RUN_OVERHEAD = 1.3
 """Factor on the training epochs' time for what else an rlal run does in its epochs: the agent's episodes,
 the context fit, the SAC updates, the final choice's rescoring, the steered alignment's per-step norms."""
@@ -109,6 +110,8 @@ class Settings:
     probe_batches: int
     agent_epochs: int
     agent_train_batches: int | None
+    score: tuple[int, int, int]
+    """Scoring a masked sub-network (``bench/structure.py``): images, batch, repeats."""
     track_overrides: tuple[str, ...]
     methods: tuple[str, ...]
     seeds: tuple[int, ...]
@@ -121,6 +124,8 @@ class Settings:
     min_epochs: int
     threads: int
     latency_batches: tuple[int, ...]
+    latency_compiled: tuple[int, ...]
+    """Batches timed compiled too, in order of importance (each costs a compile of two models)."""
     latency_warmup: int
     latency_runs: int
 
@@ -130,18 +135,18 @@ def gpu_settings(data_dir: str, budget_s: float) -> Settings:
     r56, mbv2 = "resnet56", "mobilenetv2-cifar"
     return Settings(
         smoke=False, device="cuda", budget_s=budget_s,
-        step_s={"prepare": 90, "throughput": 170, "agent": 50, "latency": 70}, reserve_s=20,
+        step_s={"prepare": 90, "throughput": 170, "agent": 60, "latency": 70}, reserve_s=20,
         estimate_s={"eager": 25, "compiled": 80, "probe": 30, "depgraph": 40},
         # ResNet-56 first (the goal's figure), the probe that sizes step 3, then MobileNetV2.
         throughput=(Case(r56, 512, False), Case(r56, 512, True), Probe(6), Case(mbv2, 512, False), Probe(3),
                     Case(mbv2, 512, True)),
         timed_epochs=2, timed_batches=None, warmup_batches=30, compile_backend="inductor",
         eval_batch=1000, reward_size=5000, probe_batches=60,
-        agent_epochs=2, agent_train_batches=None,
+        agent_epochs=2, agent_train_batches=None, score=(5000, 500, 5),
         track_overrides=(f"data.data_dir={data_dir}", "train.threads=2"),
         methods=("dense", "uniform", "rlal", "depgraph"), seeds=(0, 1), depgraph_seeds=2, concurrency=6,
         quality_epochs=None, min_epochs=8, threads=2,
-        latency_batches=(1, 64, 256), latency_warmup=20, latency_runs=100,
+        latency_batches=(1, 64, 256), latency_compiled=(64, 256, 1), latency_warmup=20, latency_runs=100,
     )  # fmt: skip
 
 
@@ -168,11 +173,11 @@ def smoke_settings(data_dir: str, budget_s: float) -> Settings:
         throughput=(Case("resnet56", 25, False), Case("mobilenetv2-cifar", 25, True), Probe(2)),
         timed_epochs=None, timed_batches=2, warmup_batches=1, compile_backend="eager",
         eval_batch=30, reward_size=50, probe_batches=2,
-        agent_epochs=1, agent_train_batches=2,
+        agent_epochs=1, agent_train_batches=2, score=(60, 30, 1),
         track_overrides=(f"data.data_dir={data_dir}", *SMOKE_OVERRIDES),
         methods=("dense", "uniform", "rlal", "depgraph"), seeds=(0, 1), depgraph_seeds=1, concurrency=2,
-        quality_epochs=4, min_epochs=4, threads=1,
-        latency_batches=(1, 8), latency_warmup=1, latency_runs=5,
+        quality_epochs=None, min_epochs=4, threads=1,  # sized as on the GPU: the 4 epochs fit
+        latency_batches=(1, 8), latency_compiled=(8, 1), latency_warmup=1, latency_runs=5,
     )  # fmt: skip
 
 
@@ -344,8 +349,10 @@ def run_throughput(steps: Steps, settings: Settings, clock: Clock, data_dir: str
 def run_agent(steps: Steps, settings: Settings, clock: Clock, overrides: Sequence[str]) -> None:
     timeout = min(settings.step_s["agent"], clock.left())
     steps.ev.log("agent: overhead per epoch")
+    images, batch, repeats = settings.score
     spec = {"config": str(TRACK), "overrides": list(overrides), "epochs": settings.agent_epochs,
-            "train_batches": settings.agent_train_batches, "label": "agent"}
+            "train_batches": settings.agent_train_batches, "score_images": images, "score_batch": batch,
+            "score_repeats": repeats, "label": "agent"}
     steps.run_step("agent", spec, timeout)
     steps.ev.write_markdown()
 
@@ -368,27 +375,42 @@ def concurrent_speed(records: list[dict[str, Any]], model: str, batch: int) -> d
     return speed
 
 
-def choose_concurrency(speed: dict[int, float], most: int) -> tuple[int, float | None]:
-    """``(processes at a time, images/s each)``: the measured count (at most ``most``) with the highest
-    aggregate speed; ``(most, None)`` when nothing was measured."""
-    fit = {k: v for k, v in speed.items() if k <= most}
-    if not fit:
-        return most, None
-    best = max(fit, key=lambda k: (fit[k], k))
-    return best, fit[best] / best
+def plan_quality(
+    available_s: float, speed: dict[int, float], runs: int, most: int, config_epochs: int, min_epochs: int,
+    epoch_images: int = EPOCH_IMAGES,
+) -> tuple[int, float | None, int, float | None]:
+    """``(runs at a time, images/s each, epochs, predicted seconds)`` for ``runs`` quality runs: of the
+    measured numbers of processes (at most ``most``; ``speed`` maps them to aggregate images/s), the one that
+    fits the most epochs in ``available_s`` (:func:`size_epochs`; ties: the shorter prediction). With only the
+    single-process speed measured, ``most`` at a time sharing it (no gain from sharing assumed); with
+    nothing measured, ``most`` at a time and :data:`UNSIZED_EPOCHS`."""
+    measured = {k: v for k, v in speed.items() if 1 < k <= most}
+    if not measured and 1 in speed:
+        measured = {most: speed[1]}
+    if not measured:
+        return most, None, *size_epochs(available_s, None, runs, most, config_epochs, min_epochs)
+    options = []
+    for k, aggregate in measured.items():
+        epochs, predicted = size_epochs(available_s, aggregate / k, runs, k, config_epochs, min_epochs,
+                                        epoch_images)
+        options.append((epochs, -(predicted or 0.0), k, aggregate / k, predicted))
+    epochs, _, k, per_run, predicted = max(options)
+    return k, per_run, epochs, predicted
 
 
-def size_epochs(available_s: float, per_run_images_per_s: float | None, runs: int, concurrency: int,
-                config_epochs: int, min_epochs: int) -> tuple[int, float | None]:
-    """The most epochs (at most the config's, at least ``min_epochs``) whose predicted time for ``runs`` runs,
-    ``concurrency`` at a time, fits ``available_s``; and that prediction. Unmeasured speed: a fixed
-    :data:`UNSIZED_EPOCHS`."""
+def size_epochs(
+    available_s: float, per_run_images_per_s: float | None, runs: int, concurrency: int, config_epochs: int,
+    min_epochs: int, epoch_images: int = EPOCH_IMAGES,
+) -> tuple[int, float | None]:
+    """The most epochs (at most the config's, at least ``min_epochs``) of ``epoch_images`` training images
+    whose predicted time for ``runs`` runs, ``concurrency`` at a time, fits ``available_s``; and that
+    prediction. Unmeasured speed: a fixed :data:`UNSIZED_EPOCHS`."""
     if per_run_images_per_s is None or per_run_images_per_s <= 0:
         return min(config_epochs, max(min_epochs, UNSIZED_EPOCHS)), None
     waves = math.ceil(runs / concurrency)
 
     def predicted(epochs: int) -> float:
-        return waves * (RUN_STARTUP_S + epochs * EPOCH_IMAGES / per_run_images_per_s * RUN_OVERHEAD)
+        return waves * (RUN_STARTUP_S + epochs * epoch_images / per_run_images_per_s * RUN_OVERHEAD)
 
     epochs = config_epochs
     while epochs > min_epochs and predicted(epochs) > available_s:
@@ -425,10 +447,16 @@ def run_quality(steps: Steps, settings: Settings, clock: Clock, track: Any, over
                 latency_s: float, gpu: str) -> None:
     """Dense, uniform and rlal runs (then depgraph on each finished dense run, if it fits) through
     ``rlal bench quality``, several at a time; then the table."""
+    from rlal.config import load_config
+
     ev = steps.ev
     end = time.monotonic() + clock.left() - settings.reserve_s - latency_s
     table_s = 30.0 if not settings.smoke else 20.0
-    main = [(m, s) for m in settings.methods if m != "depgraph" for s in settings.seeds]
+    # Longest first (rlal, then dense, whose end starts depgraph): when fewer than all run at once, the
+    # last wave is then the shortest.
+    first = {"rlal": 0, "dense": 1}
+    order = sorted((m for m in settings.methods if m != "depgraph"), key=lambda m: first.get(m, 2))
+    main = [(m, s) for m in order for s in settings.seeds]
     records = ev.records()
     if settings.quality_epochs is not None:
         epochs, predicted = settings.quality_epochs, None
@@ -436,11 +464,14 @@ def run_quality(steps: Steps, settings: Settings, clock: Clock, track: Any, over
         speed: dict[int, float] = {}
     else:
         speed = concurrent_speed(records, track.model.name, track.data.batch_size)
-        concurrency, per_run = choose_concurrency(speed, min(settings.concurrency, len(main)))
         available = end - time.monotonic() - table_s
-        epochs, predicted = size_epochs(available, per_run, len(main), concurrency, track.train.epochs,
-                                        settings.min_epochs)
+        data = next(r for r in records if r.get("step") == "prepare" and r.get("kind") == "data")
+        epoch_images = min(data["train_images"], track.data.train_subset or data["train_images"])
+        concurrency, per_run, epochs, predicted = plan_quality(
+            available, speed, len(main), min(settings.concurrency, len(main)), track.train.epochs,
+            settings.min_epochs, epoch_images)
     run_overrides = [*overrides, *schedule_overrides(track, epochs)]
+    finetune = load_config(TRACK, run_overrides).baseline.resolved_epochs(epochs)[1]  # depgraph's
     ev.add({"step": "quality", "kind": "plan", "epochs": epochs, "config_epochs": track.train.epochs,
             "concurrency": concurrency, "speed_by_processes": {str(k): v for k, v in speed.items()},
             "per_run_images_per_s": per_run, "predicted_s": predicted and round(predicted),
@@ -450,8 +481,9 @@ def run_quality(steps: Steps, settings: Settings, clock: Clock, track: Any, over
     runs_dir, scratch = steps.work / "runs", steps.work / "scratch"
     queue = list(main)
     running: dict[tuple[str, int], subprocess.Popen] = {}
-    finished: set[tuple[str, int]] = set()
+    launched: dict[tuple[str, int], float] = {}
     deadline = end - table_s
+    step_start = time.monotonic()
 
     def launch(method: str, seed: int) -> None:
         args = [sys.executable, "-m", "rlal", "bench", "quality", "--config", str(TRACK), "--name", TABLE,
@@ -460,6 +492,7 @@ def run_quality(steps: Steps, settings: Settings, clock: Clock, track: Any, over
         for item in run_overrides:
             args += ["--set", item]
         running[(method, seed)] = steps.start(args)
+        launched[(method, seed)] = time.monotonic()
 
     try:
         while (queue or running) and time.monotonic() < deadline:
@@ -471,13 +504,13 @@ def run_quality(steps: Steps, settings: Settings, clock: Clock, track: Any, over
                     continue
                 del running[key]
                 steps.running.remove(proc)
-                finished.add(key)
                 record = run_record(runs_dir, *key, proc.returncode)
+                record["process_s"] = round(time.monotonic() - launched[key], 1)  # calibrates RUN_STARTUP_S
                 ev.add(record)
                 ev.log(f"quality: {key[0]} seed {key[1]} {record['status']}")
                 if (key[0] == "dense" and "depgraph" in settings.methods and record["status"] == "done"
                         and key[1] in settings.seeds[: settings.depgraph_seeds]):
-                    queue_depgraph(ev, settings, queue, key[1], record, run_overrides, deadline)
+                    queue_depgraph(ev, settings, queue, key[1], record, finetune, deadline)
                 ev.write_markdown()
     finally:
         for key, proc in running.items():
@@ -486,6 +519,8 @@ def run_quality(steps: Steps, settings: Settings, clock: Clock, track: Any, over
         for method, seed in queue:
             ev.add({"step": "quality", "kind": "run", "method": method, "seed": seed, "status": "not started",
                     "why": "no time left in the step"})
+        ev.add({"step": "quality", "kind": "elapsed", "runs_s": round(time.monotonic() - step_start, 1),
+                "predicted_s": predicted and round(predicted)})
     note = (f"Run by `bench/gpu_evidence.py` on {gpu}: up to {concurrency} runs at a time on the one device, "
             f"{epochs} epochs (the config's {track.train.epochs}"
             + (", shortened to fit the time" if epochs != track.train.epochs else "") + "); --set "
@@ -502,12 +537,11 @@ def run_quality(steps: Steps, settings: Settings, clock: Clock, track: Any, over
 
 
 def queue_depgraph(ev: Evidence, settings: Settings, queue: list[tuple[str, int]], seed: int,
-                   dense: dict[str, Any], overrides: Sequence[str], deadline: float) -> None:
-    """Queue depgraph on the finished dense run of ``seed`` if its fine-tuning fits before ``deadline``."""
-    finetune = next((int(o.split("=")[1]) for o in reversed(overrides)
-                     if o.startswith("baseline.finetune_epochs=")), None)
+                   dense: dict[str, Any], finetune: int, deadline: float) -> None:
+    """Queue depgraph on the finished dense run of ``seed`` if its ``finetune`` epochs (timed as the dense
+    run's epochs) fit before ``deadline``."""
     epoch_s = dense.get("epoch_s") or 0.0
-    need = max(settings.estimate_s["depgraph"], RUN_STARTUP_S + (finetune or 1) * epoch_s * RUN_OVERHEAD)
+    need = max(settings.estimate_s["depgraph"], RUN_STARTUP_S + finetune * epoch_s * RUN_OVERHEAD)
     left = deadline - time.monotonic()
     if need <= left:
         queue.append(("depgraph", seed))
@@ -537,6 +571,8 @@ def run_record(runs_dir: Path, method: str, seed: int, status: int | None) -> di
                 if "train_seconds" in row:
                     epochs.append(row)
     if epochs:
+        if "seconds" in record:  # the run's own time outside its training epochs (data, agent, cut, report)
+            record["outside_epochs_s"] = round(record["seconds"] - sum(e["train_seconds"] for e in epochs), 1)
         record["epochs_done"] = len(epochs)
         record["epoch_s"] = round(sum(e["train_seconds"] for e in epochs) / len(epochs), 3)
         record["train_images_per_s"] = round(sum(e["train_images"] for e in epochs)
@@ -571,7 +607,8 @@ def run_latency(steps: Steps, settings: Settings, clock: Clock, track: Any) -> N
     steps.ev.log("latency: dense vs pruned")
     steps.run_step("latency", {
         "model": track.model.name, "pruned": pruned, "target_macs": track.env.target_macs,
-        "batches": list(settings.latency_batches), "warmup": settings.latency_warmup,
+        "batches": list(settings.latency_batches), "compiled_batches": list(settings.latency_compiled),
+        "warmup": settings.latency_warmup,
         "runs": settings.latency_runs, "compile_backend": settings.compile_backend,
         "deadline": time.time() + timeout - 5, "label": "latency",
     }, timeout)  # fmt: skip
@@ -642,23 +679,32 @@ def render_markdown(records: list[dict[str, Any]]) -> str:
                   "| --- | --- | --- | --- | --- |"]
         lines += [f"| {r['epoch']} | {r['agent_epoch_s']} | {r['of_which_reward_s']} | "
                   f"{_or(r.get('context_fit_s'))} | {r['sac_update_s']} |" for r in epochs]
+    scores = [r for r in by["agent"] if r.get("kind") == "score"]
+    if scores:
+        lines += ["", "Scoring ResNet-56 sub-networks (`bench/structure.py`, fp32, eval, random images) → "
+                  "docs/benchmarks.md, *Structure* (GPU row):", "",
+                  "| variant | keep ratio | images | batch | seconds (min) | images/s |", "|" + " --- |" * 6]
+        lines += [f"| {r['variant']} | {r['keep_ratio']} | {r['images']} | {r['batch']} | {r['seconds']} | "
+                  f"{r['images_per_s']:,.0f} |" for r in scores]
 
     lines += ["", f"## 3. Quality → docs/results/{TABLE}.md (from results.tar.gz) and docs/benchmarks.md", ""]
     plan = next((r for r in by["quality"] if r.get("kind") == "plan"), None)
     if plan:
+        elapsed = next((r for r in by["quality"] if r.get("kind") == "elapsed"), {})
         lines.append(f"{plan['epochs']} epochs (config {plan['config_epochs']}), up to {plan['concurrency']} "
                      f"runs at a time; predicted {_or(plan.get('predicted_s'))} s of "
-                     f"{plan['available_s']} s available.")
+                     f"{plan['available_s']} s available; the runs took {_or(elapsed.get('runs_s'))} s.")
     runs = [r for r in by["quality"] if r.get("kind") == "run"]
     if runs:
         lines += ["", "| method | seed | status | test acc. (%) | MACs ratio | epochs | wall-clock (s) | "
-                  "mean epoch (s) | train images/s |", "|" + " --- |" * 9]
+                  "process (s) | outside epochs (s) | mean epoch (s) | train images/s |", "|" + " --- |" * 11]
         for r in runs:
             ratio = r.get("macs_ratio")
             if ratio is None and r.get("macs"):  # dense runs record no ratio: theirs is 1
                 ratio = r["macs"] / r["dense_macs"] if r.get("dense_macs") else 1.0
             lines.append(f"| {r['method']} | {r['seed']} | {r['status']} | {_or(r.get('test_acc'), '.2f')} | "
                          f"{_or(ratio, '.3f')} | {_or(r.get('epochs'))} | {_or(r.get('seconds'), '.0f')} | "
+                         f"{_or(r.get('process_s'))} | {_or(r.get('outside_epochs_s'))} | "
                          f"{_or(r.get('epoch_s'))} | {_or(r.get('train_images_per_s'), ',.0f')} |")
     table = next((r for r in by["quality"] if r.get("kind") == "table"), None)
     if table and Path(table["path"]).is_file():

@@ -9,7 +9,8 @@ RECORDS_JSONL, flushed as it is written: what a killed step measured before it w
 - ``prepare``: the machine and library versions; reads (decodes once, caches) the dataset.
 - ``throughput``: dense training images/s of one model, batch and compile setting, timed with CUDA events
   after a warm-up (with ``barrier``, several copies start their timed part together: the concurrency probe).
-- ``agent``: the agent's seconds per epoch against one training epoch (``bench/agent_overhead.py``).
+- ``agent``: the agent's seconds per epoch against one training epoch (``bench/agent_overhead.py``), and
+  the seconds to score a masked sub-network (``bench/structure.py``).
 - ``table``: the quality table from the finished runs (``rlal.benchmark.write_results``).
 - ``latency``: dense vs pruned forward latency, eager and compiled.
 
@@ -241,6 +242,16 @@ def step_agent(spec: Spec, out: Records) -> None:
         line.pop("episodes_note", None)  # P here is the track's search.episodes_per_epoch
         out.write({"kind": "summary" if line.get("summary") else "epoch", "batch": config.data.batch_size,
                    **line})
+    # docs/benchmarks.md's structure table: scoring the dense, masked and cut ResNet-56 (bench/structure.py).
+    import structure as structure_bench  # bench/structure.py
+
+    from rlal.structure import find_layers
+
+    torch.manual_seed(0)
+    layers = find_layers(create_model("resnet56").eval(), (3, 32, 32))
+    for record in structure_bench.bench_scoring(layers, runtime.device.type, spec["score_images"],
+                                                spec["score_batch"], spec["score_repeats"]):
+        out.write({"kind": "score", **record})
 
 
 # ------------------------------------------------------------------------------------------------ table
@@ -258,7 +269,8 @@ def step_table(spec: Spec, out: Records) -> None:
 # ---------------------------------------------------------------------------------------------- latency
 def step_latency(spec: Spec, out: Records) -> None:
     """Forward latency of the dense model and each pruned one at each batch size: eager (every model), then
-    compiled (the dense model and the first pruned one) while ``spec["deadline"]`` allows. On CUDA the
+    compiled (the dense model and the first pruned one) at ``compiled_batches`` while ``spec["deadline"]``
+    allows. On CUDA the
     models run as trained (bf16 autocast, channels-last); each figure is the median of ``runs`` calls after
     ``warmup``, the models' calls taken in alternating turns of 10."""
     runtime = runtime_for(spec)
@@ -296,7 +308,7 @@ def step_latency(spec: Spec, out: Records) -> None:
     # One compiled entry per (model, batch) on the same forward code: more than dynamo's default 8.
     torch._dynamo.config.recompile_limit = 64
     compile_s = 0.0
-    for batch in sorted(spec["batches"], reverse=True):  # the large batches first: they matter most
+    for batch in spec["compiled_batches"]:  # in order of importance
         left = spec["deadline"] - time.time()
         if compile_s and left < 2.5 * compile_s:
             out.write({"kind": "skipped", "mode": "compiled", "batch": batch,

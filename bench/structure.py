@@ -72,7 +72,11 @@ def score(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch: i
     return correct.item() / len(images)
 
 
-def bench_scoring(structure: Structure, device: str, images: int, batch: int, repeats: int) -> None:
+def bench_scoring(
+    structure: Structure, device: str, images: int, batch: int, repeats: int
+) -> list[dict[str, object]]:
+    """Time scoring the dense, the masked (keep 0.5) and the cut model on ``images`` random images; print
+    one JSON line per variant and return them (``bench/gpu_evidence_steps.py`` keeps them)."""
     model = structure.model.to(device).eval()
     plan = Plan.from_keep_ratios(structure, 0.5)
     small = cut(structure, plan).to(device).eval()
@@ -92,8 +96,9 @@ def bench_scoring(structure: Structure, device: str, images: int, batch: int, re
         "masked": masked,
         "cut": lambda: score(small, x, y, batch),
     }
+    records = []
     for variant, times in timed(runs, repeats, sync).items():
-        emit(
+        record = dict(
             bench="score",
             model="resnet56",
             variant=variant,
@@ -106,7 +111,10 @@ def bench_scoring(structure: Structure, device: str, images: int, batch: int, re
             seconds_all=[round(t, 4) for t in times],
             images_per_s=round(images / min(times), 1),
         )
+        emit(**record)
+        records.append(record)
     structure.model.to("cpu")
+    return records
 
 
 def bench_cost(structure: Structure, vectors: int, repeats: int) -> None:

@@ -100,12 +100,17 @@ def test_agent_overhead_is_measured_on_the_tracks_settings(smoke):
     assert summary["agent_over_train"] > 0 and "train_epoch_s_extrapolated" in summary
     (epoch,) = of(records, "agent", "epoch")
     assert epoch["of_which_reward_s"] > 0 and epoch["sac_update_s"] >= 0
+    scores = {r["variant"]: r for r in of(records, "agent", "score")}
+    assert set(scores) == {"dense", "masked", "cut"}
+    assert all(r["images"] == 60 and r["images_per_s"] > 0 for r in scores.values())
 
 
 def test_quality_runs_every_method_and_seed_and_writes_the_table(smoke):
     out, records = smoke
     (plan,) = of(records, "quality", "plan")
-    assert plan["epochs"] == 4 and plan["concurrency"] == 2
+    # Sized from the 2-process probe as on the GPU; the smoke track's 4 epochs fit.
+    assert plan["epochs"] == 4 and plan["concurrency"] == 2 and 0 < plan["predicted_s"] < plan["available_s"]
+    assert plan["per_run_images_per_s"] > 0 and set(plan["speed_by_processes"]) == {"2"}
     runs = {(r["method"], r["seed"]): r for r in of(records, "quality", "run")}
     assert set(runs) == {(m, s) for m in ("dense", "uniform", "rlal") for s in (0, 1)} | {("depgraph", 0)}
     for (method, _), run in runs.items():
@@ -113,6 +118,10 @@ def test_quality_runs_every_method_and_seed_and_writes_the_table(smoke):
         ratio = run["macs"] / run.get("dense_macs", run["macs"])  # dense runs record no dense_macs
         assert ratio == 1 if method == "dense" else ratio <= 0.5 + 0.01
     assert runs[("depgraph", 0)]["epochs"] == 4 + 1  # the dense run it pruned + 1 fine-tune epoch
+    # What the next GPU session calibrates the sizing with:
+    assert all(r["process_s"] > 0 and r["outside_epochs_s"] >= 0 and r["epoch_s"] > 0 for r in runs.values())
+    (elapsed,) = of(records, "quality", "elapsed")
+    assert elapsed["runs_s"] > 0 and elapsed["predicted_s"] == plan["predicted_s"]
     assert of(records, "quality", "table")
     with tarfile.open(out / "results.tar.gz") as tar:
         names = set(tar.getnames())
@@ -163,11 +172,16 @@ def test_the_epochs_are_cut_to_what_the_measured_speed_fits():
         ge.UNSIZED_EPOCHS, None)
 
 
-def test_the_concurrency_with_the_best_aggregate_speed_is_chosen():
-    assert ge.choose_concurrency({1: 9000.0, 3: 21000.0, 6: 24000.0}, 6) == (6, 4000.0)
-    assert ge.choose_concurrency({1: 9000.0, 3: 21000.0, 6: 20000.0}, 6) == (3, 7000.0)
-    assert ge.choose_concurrency({1: 9000.0, 6: 24000.0}, 4) == (1, 9000.0)
-    assert ge.choose_concurrency({}, 6) == (6, None)
+def test_the_runs_at_a_time_that_fit_the_most_epochs_are_chosen():
+    # 6 runs: 6 at once in one wave, or 3 at once in two waves (each wave pays the start-up again).
+    k, per_run, epochs, predicted = ge.plan_quality(300, {1: 9000.0, 3: 21000.0, 6: 24000.0}, 6, 6, 30, 8)
+    assert (k, per_run) == (6, 4000.0) and 8 <= epochs <= 30 and predicted <= 300
+    slow_six = ge.plan_quality(300, {1: 9000.0, 3: 30000.0, 6: 12000.0}, 6, 6, 30, 8)
+    assert slow_six[:2] == (3, 10000.0)
+    # Only the single-process speed: all at once, sharing it; nothing measured: all at once, fixed epochs.
+    assert ge.plan_quality(300, {1: 9000.0}, 6, 6, 30, 8)[:2] == (6, 1500.0)
+    assert ge.plan_quality(300, {}, 6, 6, 30, 8) == (6, None, ge.UNSIZED_EPOCHS, None)
+    assert ge.plan_quality(300, {6: 24000.0}, 6, 4, 30, 8)[:2] == (4, None)  # 6 measured, 4 allowed
 
 
 def test_concurrent_speed_needs_every_process_of_a_probe():
