@@ -342,12 +342,9 @@ def test_sigterm_during_start_up_stops_with_a_message_and_writes_nothing(fmnist_
 
 
 
-# --- awaiting a fix in a file owned elsewhere -----------------------------------------------------------
+# --- budget settings that leave nothing to prune -------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12 item 8: the message comes from rlal/env/budget.py "
-                   "(Budget._check_feasible), which is being edited by another engineer; remove this marker "
-                   "with the fix")
 @pytest.mark.parametrize("setting", [{"round_to": 64}, {"min_keep_ratio": 1.0}])
 def test_an_infeasible_round_to_or_min_keep_ratio_names_that_key_and_no_empty_range(setting):
     from test_structure_nets import zoo_structure

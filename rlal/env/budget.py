@@ -172,6 +172,14 @@ class Budget:
         given = (
             f"env.target_macs={target_macs:g} ({self.target_macs:,} MACs, {self.target_ratio:.4f} of dense)"
         )
+        if self.min_macs >= self.dense_macs:  # no layer can shrink: the target is not what is wrong
+            key = "env.min_keep_ratio" if self.min_keep_ratio >= 1 else "env.round_to"
+            value = self.min_keep_ratio if key == "env.min_keep_ratio" else self.round_to
+            widths = sorted({layer.channels for layer in self.structure.layers})
+            raise RlalError(
+                f"{key}={value:g} leaves no prunable layer of {label} (widths {widths}) anything to remove, "
+                f"so no MACs target can be met; lower {key}"
+            )
         if self.target_macs >= self.dense_macs:
             why = f"is not below the dense model's {self.dense_macs:,} MACs: there is nothing to prune"
         else:
