@@ -176,6 +176,35 @@ class AllShuffled(nn.Module):
         return self.head(x)
 
 
+class OptionABlock(nn.Module):
+    """A CIFAR ResNet block with the "option A" shortcut: the input is subsampled and zero-padded with
+    extra channels (``F.pad`` on the channel dimension) instead of going through a 1x1 conv."""
+
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = conv_bn(cin, cout, stride=stride)
+        self.conv2 = nn.Sequential(nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout))
+        self.pad = (cout - cin) // 2
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x
+        if self.stride != 1 or self.pad:
+            shortcut = F.pad(x[:, :, :: self.stride, :: self.stride], (0, 0, 0, 0, self.pad, self.pad))
+        return F.relu(self.conv2(self.conv1(x)) + shortcut)
+
+
+class OptionAResNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = conv_bn(3, 8)
+        self.blocks = nn.Sequential(OptionABlock(8, 8, 1), OptionABlock(8, 16, 2))
+        self.head = Head(16)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.blocks(self.stem(x)))
+
+
 # --- concatenation, branches, skips ---------------------------------------------------------------------
 
 
@@ -371,6 +400,10 @@ ZOO: dict[str, Entry] = {
     "chunk": Entry(ChunkNet, skipped={"stem.0": "chunk of the channels"}, prunable=("mix.0",)),
     "shuffle": Entry(
         ShuffleNet, skipped={"gconv1.0": "view (1, 24, 16, 16) -> (1, 3, 8, 16, 16)"}, prunable=("stem.0",)
+    ),
+    "resnet-option-a": Entry(
+        OptionAResNet, skipped={"stem.0": "pad of the channel dimension"},
+        prunable=("blocks.0.conv1.0", "blocks.1.conv1.0"),
     ),
     "slice": Entry(SliceNet, skipped={"stem.0": "__getitem__ of the channels"}, prunable=("body.0",)),
     "pixel-shuffle": Entry(PixelShuffleNet, skipped={"to_pixels": "pixel_shuffle"}, prunable=("stem.0",)),

@@ -22,12 +22,13 @@ keeps k * G channels. Whole groups are never removed.
 
 Never prunable, whatever the policy (listed in ``skipped`` with the reason): the classifier output and any
 channels that reach the model output; channels that pass through an operation in ``forward`` that splits,
-slices, regroups or mixes the channel dimension (``torch.split``/``chunk``, ``x[:, :16]``, a ShuffleNet
-channel shuffle ``view(n, g, c // g, h, w).transpose(1, 2)``, ``pixel_shuffle``, a mean or softmax over the
-channels...), which a cut cannot follow; a grouped conv whose groups mix channels of several layers;
-transposed convs; groups containing a normalisation across channels (GroupNorm, LayerNorm) or another
-module Torch-Pruning cannot cut exactly; channels that come straight from the model input; single-channel
-groups; and conv/linear layers the forward pass never calls.
+slices, pads, regroups or mixes the channel dimension (``torch.split``/``chunk``, ``x[:, :16]``, a
+ShuffleNet channel shuffle ``view(n, g, c // g, h, w).transpose(1, 2)``, ``pixel_shuffle``, the zero
+padding of an "option A" ResNet shortcut, a mean or softmax over the channels...), which a cut cannot
+follow; a grouped conv whose groups mix channels of several layers; transposed convs; groups containing a
+normalisation across channels (GroupNorm, LayerNorm) or another module Torch-Pruning cannot cut exactly;
+channels that come straight from the model input; single-channel groups; and conv/linear layers the
+forward pass never calls.
 
 **The masked-vs-cut contract is checked up front.** Before returning, :func:`find_layers` cuts a copy of the
 model (random weights, random keeps in every layer) and compares it with the masked dense copy (see

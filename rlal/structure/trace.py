@@ -191,6 +191,7 @@ _REARRANGING = frozenset({
     "moveaxis", "swapaxes", "swapdims", "t", "split", "chunk", "tensor_split", "split_with_sizes", "unbind",
     "narrow", "__getitem__", "index_select", "select", "expand", "expand_as", "repeat", "repeat_interleave",
     "tile", "roll", "flip", "pixel_shuffle", "pixel_unshuffle", "channel_shuffle", "native_channel_shuffle",
+    "pad",
 })
 # Operations whose outputs mix values along the dimensions they are given (all of them by default).
 _MIXING = frozenset({
@@ -198,6 +199,7 @@ _MIXING = frozenset({
     "std", "var", "std_mean", "var_mean", "logsumexp", "norm", "normalize", "softmax", "log_softmax",
     "softmin", "cumsum", "cumprod", "local_response_norm",
 })
+_ALWAYS_MIXING = frozenset({"local_response_norm"})  # across neighbouring channels, whatever the arguments
 _DIM_ARGUMENT = {"norm": 2, "normalize": 2}  # positional index of ``dim`` where it is not the second
 _DIM_DEFAULT = {"normalize": 1}  # where leaving ``dim`` out does not mean every dimension
 
@@ -233,6 +235,8 @@ def _channel_op(
     x = args[0] if args else None
     if not isinstance(x, torch.Tensor) or x.dim() < 2 or not x.is_floating_point():
         return None
+    if name in _ALWAYS_MIXING:
+        return f"{name} across the channels"
     if name in _MIXING:
         if len(args) > 1 and isinstance(args[1], torch.Tensor):
             return None  # max(a, b), min(a, b): element-wise
@@ -243,6 +247,9 @@ def _channel_op(
             return f"{name} across the channels"
         return None
     channels = x.shape[1]
+    if name == "pad":  # pads with constants, so only the sizes tell whether the channels were padded
+        padded = isinstance(result, torch.Tensor) and result.dim() == x.dim() and result.shape[1] != channels
+        return "pad of the channel dimension" if padded else None
     index = torch.arange(channels, dtype=torch.float64, device=x.device)
     probe = index.view(1, channels, *([1] * (x.dim() - 2))).expand(x.shape).contiguous()
     replayed = tp.utils.flatten_as_list(func(probe, *args[1:], **kwargs))
