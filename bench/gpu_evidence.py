@@ -281,23 +281,27 @@ class Steps:
             self.ev.add({"step": label, "kind": "exit", "status": proc.returncode})
         return proc.returncode == 0
 
-    def stop(self, proc: subprocess.Popen) -> None:
-        """SIGTERM to the process group (rlal runs then stop their epoch and exit), SIGKILL after 10 s."""
-        if proc.poll() is None:
+    def stop(self, *procs: subprocess.Popen) -> None:
+        """SIGTERM to each one's process group (rlal runs then abandon their epoch and exit), SIGKILL to
+        those still there 10 s later: at most 10 s however many are stopped."""
+        alive = [p for p in procs if p.poll() is None]
+        for proc in alive:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        for proc in alive:
             try:
-                proc.wait(timeout=10)
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
-        if proc in self.running:
-            self.running.remove(proc)
+        for proc in procs:
+            if proc in self.running:
+                self.running.remove(proc)
 
     def stop_all(self) -> None:
-        for proc in list(self.running):
-            self.stop(proc)
+        self.stop(*self.running)
 
 
 # ------------------------------------------------------------------------------------------ the steps
@@ -513,8 +517,8 @@ def run_quality(steps: Steps, settings: Settings, clock: Clock, track: Any, over
                     queue_depgraph(ev, settings, queue, key[1], record, finetune, deadline)
                 ev.write_markdown()
     finally:
-        for key, proc in running.items():
-            steps.stop(proc)
+        steps.stop(*running.values())
+        for key in running:
             ev.add({**run_record(runs_dir, *key, None), "status": "timed out"})
         for method, seed in queue:
             ev.add({"step": "quality", "kind": "run", "method": method, "seed": seed, "status": "not started",

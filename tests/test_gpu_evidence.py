@@ -232,3 +232,23 @@ def test_bad_arguments_get_one_line_and_status_2(tmp_path, args, message):
     assert proc.stderr.startswith("error: ")
     assert message in proc.stderr and "Traceback" not in proc.stderr and len(proc.stderr.splitlines()) == 1
     assert not (tmp_path / "out").exists()  # nothing written
+
+
+def test_a_budget_too_short_for_the_runs_still_returns_the_rest(tmp_path):
+    # 50 s leave nothing for the quality runs once the latency step's share is kept: they are listed as not
+    # started, no table is written, and latency falls back to a uniform cut of the dense model.
+    out = tmp_path / "out"
+    proc = run_script("--smoke", "--steps", "quality,latency", "--budget", "50", "--out", str(out),
+                      "--work", str(tmp_path / "work"), timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    records = [json.loads(line) for line in (out / "evidence.jsonl").read_text().splitlines()]
+    runs = of(records, "quality", "run")
+    assert len(runs) == 6 and {r["status"] for r in runs} == {"not started"}
+    assert [r["why"] for r in of(records, "quality", "skipped")] == ["no run finished: no table"]
+    assert [r["name"] for r in of(records, "latency", "model")] == ["uniform-cut"]
+    assert {(r["mode"], r["model"]) for r in of(records, "latency", "figure")} == {
+        (mode, model) for mode in ("eager", "compiled") for model in ("dense", "uniform-cut")}
+    assert of(records, "throughput", "figure") == [] and of(records, "run", "end")[0]["status"] == 0
+    assert "**quality: not started**" in (out / "evidence.md").read_text()
+    with tarfile.open(out / "results.tar.gz") as tar:
+        assert tar.getnames() == []
