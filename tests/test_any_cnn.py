@@ -194,3 +194,13 @@ def test_info_lists_skipped_layers_with_their_reason_and_share_of_the_macs() -> 
     tied = describe_lines(zoo_structure("resnext", "internal").describe())
     assert any("blocks.0.reduce.0" in line and "16 channels" in line and "tied in sets of 4" in line
                for line in tied)
+
+
+def test_finding_the_layers_leaves_the_global_random_stream_alone() -> None:
+    # the check calibrates a copy in train mode, where FlattenHead's dropout draws random numbers
+    model = build("flatten-head")
+    torch.manual_seed(7)
+    expected = torch.rand(3)
+    torch.manual_seed(7)
+    find_layers(model, SHAPE)
+    assert torch.equal(torch.rand(3), expected)

@@ -120,7 +120,8 @@ def _random_copy(model: nn.Module, input_shape: tuple[int, ...]) -> nn.Module:
                 m.momentum = None  # a plain average over the calibration batch
             try:
                 probe.train()
-                probe(torch.randn(2, *input_shape, generator=g))
+                with torch.random.fork_rng(devices=[]):  # dropout must not move the caller's random stream
+                    probe(torch.randn(2, *input_shape, generator=g))
             except Exception:  # a forward that only works in eval mode: keep the default statistics
                 for m in norms:
                     m.reset_running_stats()
