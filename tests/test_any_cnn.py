@@ -13,7 +13,7 @@ import pytest
 import torch
 from test_structure_nets import realistic
 from torch import nn
-from zoo import SHAPE, ZOO, ChunkNet, SENet, ShuffleNet, SplitNet, build
+from zoo import CLASSES, SHAPE, ZOO, ChunkNet, SENet, ShuffleNet, SplitNet, build
 
 from rlal.errors import RlalError
 from rlal.models import count_macs_params
@@ -204,3 +204,23 @@ def test_finding_the_layers_leaves_the_global_random_stream_alone() -> None:
     torch.manual_seed(7)
     find_layers(model, SHAPE)
     assert torch.equal(torch.rand(3), expected)
+
+
+class SigmoidBetween(nn.Module):
+    """A sigmoid between a layer's BN and the next conv: a masked channel reaches that conv as 0.5."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.Sigmoid())
+        self.conv2 = nn.Sequential(nn.Conv2d(16, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU())
+        self.fc = nn.Linear(16, CLASSES)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.conv2(self.conv1(x)).mean((2, 3)))
+
+
+def test_a_layer_the_masks_cannot_score_is_skipped_before_training() -> None:
+    structure = find_layers(SigmoidBetween(), SHAPE)
+    assert structure.names == ("conv2.0",)
+    reason = next(s.reason for s in structure.skipped if s.module == "conv1.0")
+    assert reason.startswith("its cut computes something else than its masked sub-network")

@@ -85,7 +85,8 @@ def _compare(structure: Structure, kept: dict[str, np.ndarray], x: torch.Tensor)
     if not math.isfinite(error) or error > TOLERANCE * max(scale, 1e-3):
         return (
             f"its cut computes something else than its masked sub-network (difference {error:.3g} on outputs "
-            f"of magnitude {scale:.3g}): an operation in forward moves its channels"
+            f"of magnitude {scale:.3g}): an operation in forward moves its channels, or turns the zeros of a "
+            "dropped channel into other values (a sigmoid before the next conv)"
         )
     return None
 
