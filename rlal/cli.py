@@ -106,9 +106,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print a JSON list")
     p.set_defaults(run=cmd_models)
 
-    p = sub.add_parser("info", help="parameters and MACs of a zoo model at a dataset's input size")
-    p.add_argument("--model", required=True)
-    p.add_argument("--dataset", required=True)
+    p = sub.add_parser("info", help="parameters, MACs and prunable layers of a zoo or user model")
+    p.add_argument("--model", required=True,
+                   help="a zoo name, or 'package.module:function' building your nn.Module (imported and run: "
+                        "name only code you trust)")
+    p.add_argument("--dataset", help="the input size and classes of a dataset (a zoo model needs this or "
+                                     "--input-shape)")
+    p.add_argument("--input-shape", help="C,H,W of one input, e.g. 3,32,32 (instead of --dataset)")
     p.add_argument("--num-classes", type=int, help="override the dataset's number of classes")
     p.add_argument("--policy", choices=["internal", "all"], default="internal",
                    help="residual policy: prune block-internal channels only (default), or all groups")
@@ -253,34 +257,50 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_info(args: argparse.Namespace) -> int:
     from rlal.data import dataset_spec
     from rlal.models import create_model
-    from rlal.structure import describe_layers
+    from rlal.structure import ArchSpec, describe_layers, describe_lines
     from rlal.structure.io import check_zoo_sizes
 
-    spec = dataset_spec(args.dataset)
-    num_classes = args.num_classes if args.num_classes is not None else spec.num_classes
-    check_zoo_sizes({"num_classes": num_classes})  # before a classifier of a billion rows is allocated
-    model = create_model(
-        args.model, num_classes=num_classes, in_channels=spec.in_channels, input_size=spec.input_size
-    )
-    shape = (spec.in_channels, spec.input_size, spec.input_size)
+    if (args.dataset is None) == (args.input_shape is None):
+        raise RlalError("rlal info needs exactly one of --dataset and --input-shape")
+    if args.dataset is not None:
+        spec = dataset_spec(args.dataset)
+        shape, source = (spec.in_channels, spec.input_size, spec.input_size), spec.name
+        classes = spec.num_classes
+    else:
+        shape, source, classes = _input_shape(args.input_shape), "input", 10
+    num_classes = args.num_classes if args.num_classes is not None else classes
+    if ":" in args.model:  # the user named this factory on the command line: running it is their choice
+        model = ArchSpec.from_factory(args.model).build(trust_factory=True)
+    else:
+        kwargs = {"num_classes": num_classes, "in_channels": shape[0], "input_size": shape[-1]}
+        check_zoo_sizes(kwargs)  # before a classifier of a billion rows is allocated
+        model = create_model(args.model, **kwargs)
     layers = describe_layers(model, shape, policy=args.policy)
     info: dict[str, Any] = {
-        "model": args.model, "dataset": spec.name, "input_shape": list(shape), "num_classes": num_classes,
+        "model": args.model, "dataset": source, "input_shape": list(shape), "num_classes": num_classes,
         "params": layers["dense_params"], "macs": layers["dense_macs"], "policy": args.policy,
         "prunable_layers": layers["prunable_layers"], "skipped": layers["skipped"],
+        "skipped_macs_share": layers["skipped_macs_share"],
     }
     if args.json:
         print(json.dumps(info))
         return 0
-    print(f"{args.model} on {spec.name} {shape}: {info['params'] / 1e6:.3f} M params, "
+    print(f"{args.model} on {source} {shape}: {info['params'] / 1e6:.3f} M params, "
           f"{info['macs'] / 1e6:.1f} M MACs")
-    n_layers = len(info["prunable_layers"])
-    print(f"{n_layers} prunable layers (policy {args.policy}); a keep ratio counts channels:")
-    for layer in info["prunable_layers"]:
-        print(f"  {layer['name']:<32} {layer['channels']:>5} channels  {layer['macs'] / 1e6:8.2f} M MACs")
-    for item in info["skipped"]:
-        print(f"  skipped {item['module']}: {item['reason']}")
+    for line in describe_lines(layers):
+        print(line)
     return 0
+
+
+def _input_shape(text: str) -> tuple[int, int, int]:
+    """``C,H,W`` as three positive ints (a one-line error otherwise)."""
+    try:
+        dims = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        dims = ()
+    if len(dims) != 3 or min(dims) < 1 or max(dims) > 8192:
+        raise RlalError(f"--input-shape must be C,H,W with each between 1 and 8192, got {text!r}")
+    return dims  # type: ignore[return-value]
 
 
 def cmd_data(args: argparse.Namespace) -> int:

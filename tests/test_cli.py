@@ -66,6 +66,45 @@ def test_info_on_fashion_mnist_uses_one_channel_28_pixels(capsys):
     assert json.loads(out)["input_shape"] == [1, 28, 28]
 
 
+def test_info_on_a_user_factory_lists_its_skipped_layers_and_their_share_of_the_macs(
+    capsys, tmp_path, monkeypatch
+):
+    (tmp_path / "mynets.py").write_text(
+        "from torch import nn\n"
+        "class Split(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.stem = nn.Conv2d(3, 16, 3, padding=1)\n"
+        "        self.mid = nn.Conv2d(16, 16, 3, padding=1)\n"
+        "        self.head = nn.Linear(8, 4)\n"
+        "    def forward(self, x):\n"
+        "        a, b = self.mid(self.stem(x).relu()).relu().split(8, 1)\n"
+        "        return self.head((a + b).mean((2, 3)))\n"
+        "def build():\n"
+        "    return Split()\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    code, out, _ = run_cli(capsys, "info", "--model", "mynets:build", "--input-shape", "3,16,16", "--json")
+    assert code == 0
+    info = json.loads(out)
+    assert info["input_shape"] == [3, 16, 16]
+    assert [layer["name"] for layer in info["prunable_layers"]] == ["stem"]
+    assert [item["module"] for item in info["skipped"]] == ["mid", "head"]  # head: the classifier
+    assert 0 < info["skipped_macs_share"] < 1
+    code, out, _ = run_cli(capsys, "info", "--model", "mynets:build", "--input-shape", "3,16,16")
+    assert code == 0 and "skipped mid" in out and "% of the MACs" in out
+
+
+@pytest.mark.parametrize("argv", [
+    ["--model", "resnet20"],
+    ["--model", "resnet20", "--dataset", "cifar10", "--input-shape", "3,32,32"],
+    ["--model", "resnet20", "--input-shape", "3,32"],
+])
+def test_info_needs_exactly_one_valid_input_description(capsys, argv):
+    code, _, err = run_cli(capsys, "info", *argv)
+    assert_one_line_error(code, err)
+
+
 def test_info_with_an_absurd_number_of_classes_is_refused_before_building(capsys, monkeypatch):
     def build(*args, **kwargs):
         raise AssertionError("the model was built")
