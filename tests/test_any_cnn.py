@@ -224,3 +224,14 @@ def test_a_layer_the_masks_cannot_score_is_skipped_before_training() -> None:
     assert structure.names == ("conv2.0",)
     reason = next(s.reason for s in structure.skipped if s.module == "conv1.0")
     assert reason.startswith("its cut computes something else than its masked sub-network")
+
+
+@pytest.mark.parametrize("name", PRUNABLE)
+def test_depgraph_selects_a_plan_on_the_budget_for_every_prunable_zoo_net(name: str) -> None:
+    from rlal.env import Budget
+    from rlal.train.baselines import depgraph_plan
+
+    structure = zoo_structure(name, "all")
+    budget = Budget(structure, 0.7, min_keep_ratio=0.2)
+    selection = depgraph_plan(structure, budget)
+    assert structure.cost.of(selection.plan)[0] <= budget.target_macs

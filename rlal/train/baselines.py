@@ -156,7 +156,11 @@ def depgraph_plan(structure: Structure, budget: Budget) -> Selection:
     owners = _layer_owners(structure)
     # Every conv/linear layer that writes no channel of a prunable layer is ignored, so Torch-Pruning's
     # groups are exactly the structure's layers: the classifier, residual groups under policy "internal"...
-    ignored = [m for name, m in model.named_modules() if isinstance(m, COUNTED_TYPES) and name not in owners]
+    # (every conv kind: a transposed conv is a Torch-Pruning layer too, though the cost model skips it)
+    ignored = [
+        m for name, m in model.named_modules()
+        if isinstance(m, (*COUNTED_TYPES, nn.modules.conv._ConvNd)) and name not in owners
+    ]
     importance = _CachedImportance(tp.importance.GroupMagnitudeImportance(p=2))
     pruner = tp.pruner.MetaPruner(
         model, torch.zeros(1, *structure.input_shape), importance=importance, global_pruning=True,
