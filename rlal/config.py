@@ -211,7 +211,8 @@ class AgentConfig:
     """SAC gradient steps after each epoch's episodes (the default of :meth:`Agent.update`)."""
     warmup_episodes: int = 20
     """Episodes of uniform random actions before the policy acts (exploration, as AMC's warm-up). Updates
-    start with the first stored episode, warm-up or not."""
+    start with the first stored episode, warm-up or not. The joint loop caps it at half the search's
+    episodes (``search_epochs * episodes_per_epoch // 2``), so the policy always acts."""
     init_alpha: float = 0.1
     """Initial entropy temperature."""
     autotune_alpha: bool = True

@@ -119,3 +119,16 @@ def test_demo_prunes_and_prints_dense_vs_pruned(fmnist_dir, tmp_path, capsys):  
     assert result["method"] == "rlal" and result["macs_ratio"] <= 0.5
     assert f"{result['test_acc']:.2f}%" in printed
     load_pruned(out / "pruned")
+
+
+def test_random_warm_up_episodes_never_outlast_half_the_search() -> None:
+    from rlal.config import load_config
+    from rlal.train.joint import capped_warmup
+
+    short = load_config(None, ["search.search_epochs=1", "search.episodes_per_epoch=10",
+                               "agent.warmup_episodes=20"])
+    assert capped_warmup(short.agent, short.search).warmup_episodes == 5  # the policy acts in 5 of 10
+    long = load_config(None, ["search.search_epochs=10", "search.episodes_per_epoch=10",
+                              "agent.warmup_episodes=20"])
+    assert capped_warmup(long.agent, long.search).warmup_episodes == 20
+    assert long.agent.warmup_episodes == 20  # the configured value is left alone

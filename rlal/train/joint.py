@@ -19,6 +19,7 @@ continues from it, and on the CPU a resumed run ends exactly where an uninterrup
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 import warnings
@@ -30,7 +31,16 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from rlal.agent import Agent, Episode, EpochContext, SACAgent, make_agent, make_context, run_episode
+from rlal.agent import (
+    Agent,
+    AgentConfig,
+    Episode,
+    EpochContext,
+    SACAgent,
+    make_agent,
+    make_context,
+    run_episode,
+)
 from rlal.checkpoint import rng_state, save_checkpoint, set_rng_state, write_json
 from rlal.config import RunConfig, SearchConfig
 from rlal.data import Data
@@ -83,18 +93,20 @@ def train_and_prune(
     structure = find_layers(model, input_shape(data), policy=config.env.policy)
     # Built before any training: an infeasible MACs target fails here with the feasible range.
     env = make_env(structure, config.env, data, runtime, seed=config.seed)
-    agent = make_agent(config.agent, env.state_dim, env.num_layers)
+    s = config.search
+    agent_cfg = capped_warmup(config.agent, s)
+    agent = make_agent(agent_cfg, env.state_dim, env.num_layers)
     context = make_context(config.agent, env.num_layers)
     align = AlignmentRegularizer(structure, lam=0.0)
     optimizer = build_optimizer(model, config.optim)
     scheduler = build_scheduler(optimizer, config.optim, config.train.epochs, len(data.train))
-    s = config.search
     last_search = s.warmup_epochs + s.search_epochs
     final: Plan | None = None
     at_cut: dict[str, Any] = {}
 
     run_dir, metrics, checkpoint = open_run(
-        out, config, {"device": runtime.describe(), "data_source": data.source},
+        out, config, {"device": runtime.describe(), "data_source": data.source,
+                      "agent_warmup_episodes": agent_cfg.warmup_episodes},
         overwrite=overwrite, resume=resume,
     )
     done, seconds_before = 0, 0.0
@@ -226,6 +238,14 @@ def train_and_prune(
     })  # fmt: skip
     write_report(run_dir)
     return result
+
+
+def capped_warmup(cfg: AgentConfig, search: SearchConfig) -> AgentConfig:
+    """``cfg`` with ``warmup_episodes`` at most half of the search's episodes: random warm-up episodes that
+    outlasted the search would leave the agent's policy unused (the run's ``run.json`` records the value
+    used)."""
+    cap = search.search_epochs * search.episodes_per_epoch // 2
+    return dataclasses.replace(cfg, warmup_episodes=min(cfg.warmup_episodes, cap))
 
 
 def _model_name(arch: ArchSpec | None, model: nn.Module) -> str:
