@@ -124,7 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="directory holding the dataset (searched first)")
     p.add_argument("--cache-dir", help="where decoded arrays are cached")
     p.add_argument("--no-download", action="store_true", help="never download")
-    p.add_argument("--reward-size", type=int, default=5000, help="training images held out for rewards")
+    p.add_argument("--reward-size", type=int,
+                   help="training images held out for rewards (default: sized from the data, 10%% with a "
+                        "floor of 500 and a cap of 5,000)")
+    p.add_argument("--input-size", type=int, help="image folders: the side the images are read at (default: "
+                                                  "their own size when they share one, else 224)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=cmd_data)
 
@@ -309,12 +313,12 @@ def cmd_data(args: argparse.Namespace) -> int:
     from rlal.config import load_config
     from rlal.data import build_data
 
-    overrides = [f"data.dataset={args.dataset}", f"data.reward_size={args.reward_size}",
-                 f"data.download={str(not args.no_download).lower()}"]
-    overrides += [f"data.{key}={value}" for key, value in
-                  (("data_dir", args.data_dir), ("cache_dir", args.cache_dir)) if value is not None]
+    overrides = [f"data.dataset={args.dataset}", f"data.download={str(not args.no_download).lower()}"]
+    given = {"data_dir": args.data_dir, "cache_dir": args.cache_dir, "reward_size": args.reward_size,
+             "input_size": args.input_size}
+    overrides += [f"data.{key}={value}" for key, value in given.items() if value is not None]
     cfg = load_config(None, overrides).data
-    data = build_data(cfg, torch.device("cpu"), seed=0)
+    data = build_data(cfg, torch.device("cpu"), seed=0, need_reward=False)
     info = {
         "dataset": data.spec.name, "source": data.source, "classes": list(data.classes),
         "train": data.train.num_samples, "reward": data.reward.num_samples, "test": data.test.num_samples,
@@ -441,7 +445,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(json.dumps(info))
         return 0
     print(f"{info['path']}: {info['model']} on {info['dataset']} {tuple(info['input_shape'])}")
-    print(f"  test accuracy  {info['test_acc']:.2f}% on {info['test_images']} images ({info['device']})")
+    recorded = "recorded by the run: its images were tensors in memory"
+    where = recorded if info["test_recorded"] else info["device"]
+    print(f"  test accuracy  {info['test_acc']:.2f}% on {info['test_images']} images ({where})")
     print(f"  MACs           {info['macs'] / 1e6:.2f} M ({info['macs_ratio']:.1%} of the dense "
           f"{info['dense_macs'] / 1e6:.2f} M)")
     params, dense_params = info["params"], info["dense_params"]

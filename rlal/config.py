@@ -34,23 +34,51 @@ class DataConfig:
     """Download Fashion-MNIST from its official address when it is found nowhere else."""
     batch_size: int = 128
     eval_batch_size: int = 512
-    reward_size: int = 5000
-    """Images held out of the training set on which the pruning agent scores sub-networks."""
+    reward_size: int | None = None
+    """Images held out of the training set on which the pruning agent scores sub-networks; None = sized from
+    the data: 10% of the training images, at least 500 (at most a fifth of them) and at most 5,000 (so
+    5,000 for CIFAR-10 and Fashion-MNIST). Dense and baseline runs hold out the same images, so that every
+    method trains on the same ones, but do not require the split: a size that does not fit is dropped there
+    with a warning."""
     train_subset: int | None = None
     """Train on only this many images (a seeded sample of the training split); None = all."""
     test_subset: int | None = None
     """Evaluate on only the first this many test images; None = all."""
     augment: bool = True
-    """Training augmentation: pad-and-crop + flip for CIFAR, light crop for Fashion-MNIST."""
+    """Training augmentation: pad-and-crop + flip for CIFAR, light crop for Fashion-MNIST; for image folders
+    see ``augment_kind``."""
+    input_size: int | None = None
+    """Image folders only: the side of the square images the model sees. None = the images' own size when
+    they all share one (their file headers are read: all of them up to 2,000, else an even sample), else 224
+    (the ImageNet size). Fashion-MNIST (28) and CIFAR-10 (32) have fixed sizes."""
+    in_channels: int | None = None
+    """Recorded by the Python API (with ``input_size`` and ``classes``) for images given as tensors; when set,
+    the data read must have this many channels."""
+    classes: list[str] | None = None
+    """Recorded by the Python API: the class names in label order; when set, the data read must have these
+    classes."""
+    augment_kind: Literal["auto", "pad-crop-flip", "resized-crop"] = "auto"
+    """Image folders only: how training images are augmented (and evaluated). ``pad-crop-flip``: resized to
+    ``input_size``, zero-padded by ``input_size / 8`` and randomly cropped back, flipped left-right half the
+    time; evaluated resized to ``input_size`` (the CIFAR recipe). ``resized-crop``: a random-resized crop
+    (scale 0.08-1) and a flip; evaluated resized to ``input_size / 0.875`` and centre-cropped (the ImageNet
+    recipe). ``auto``: ``pad-crop-flip`` when ``input_size`` is 64 or less, else ``resized-crop``."""
     workers: int = 4
     """DataLoader worker processes for image-folder datasets (in-memory datasets need none)."""
 
 
 @dataclass
 class ModelConfig:
-    """Which network from the zoo."""
+    """Which network: a zoo model (what the command line trains), or what a Python API run trained."""
 
     name: str = "resnet20"
+    """A zoo model name (``rlal models``). A Python API run records its own model here: its factory
+    (``package.module:function``) when it was given one, else ``<instance of package.module.Class>``
+    (recorded, not rebuildable: the command line cannot train or rebuild it)."""
+
+
+INSTANCE_MODEL = "<instance of {}>"
+"""``model.name`` of a Python API run given a model instance without a factory."""
 
 
 @dataclass
@@ -456,7 +484,10 @@ class RunConfig:
         checks: list[tuple[bool, str]] = [
             (self.data.batch_size >= 1, "data.batch_size must be >= 1"),
             (self.data.eval_batch_size >= 1, "data.eval_batch_size must be >= 1"),
-            (self.data.reward_size >= 0, "data.reward_size must be >= 0"),
+            (self.data.reward_size is None or self.data.reward_size >= 0,
+             "data.reward_size must be >= 0 (or null to size it from the data)"),
+            (self.data.input_size is None or 1 <= self.data.input_size <= 4096,
+             "data.input_size must be between 1 and 4096 (or null: the images' own size)"),
             (self.data.train_subset is None or self.data.train_subset >= 1, "data.train_subset must be >= 1"),
             (self.data.test_subset is None or self.data.test_subset >= 1, "data.test_subset must be >= 1"),
             (self.data.workers >= 0, "data.workers must be >= 0"),

@@ -205,10 +205,20 @@ def test_data_command_reports_what_it_found(capsys, tmp_path):
     assert info["input_shape"] == [1, 28, 28]
 
 
-def test_reward_split_larger_than_the_training_set_names_the_key(capsys, tmp_path):
+def test_data_command_sizes_the_reward_split_from_a_small_dataset(capsys, tmp_path):
+    folder = _fmnist_files(tmp_path / "fm")  # 20 training images: the former fixed 5,000 refused them
+    code, out, _ = run_cli(capsys, "data", "--dataset", "fashion-mnist", "--data-dir", str(folder), "--json")
+    assert code == 0
+    info = json.loads(out)
+    assert (info["train"], info["reward"]) == (16, 4)  # a fifth of them, under the floor of 500
+
+
+def test_data_command_does_not_require_a_reward_split_that_does_not_fit(capsys, tmp_path):
     folder = _fmnist_files(tmp_path / "fm")
-    code, _, err = run_cli(capsys, "data", "--dataset", "fashion-mnist", "--data-dir", str(folder))
-    assert_one_line_error(code, err, "data.reward_size")
+    code, out, err = run_cli(capsys, "data", "--dataset", "fashion-mnist", "--data-dir", str(folder),
+                             "--reward-size", "50", "--json")
+    assert code == 0 and (json.loads(out)["train"], json.loads(out)["reward"]) == (20, 0)
+    assert err.count("\n") == 1 and err.startswith("warning: data.reward_size (50)")
 
 
 def test_data_command_on_a_corrupt_idx_file_names_the_file(capsys, tmp_path):

@@ -155,3 +155,36 @@ def test_two_classes_are_not_warned_about(folder, caplog):
     with caplog.at_level("WARNING", logger="rlal"):
         build_data(cfg(folder), torch.device("cpu"), seed=0)
     assert not caplog.records
+
+
+def test_a_reward_split_that_does_not_fit_is_dropped_with_a_warning_where_it_is_not_needed(folder, caplog):
+    data = build_data(cfg(folder, reward_size=60), torch.device("cpu"), seed=0, need_reward=False)
+    assert (data.train.num_samples, data.reward.num_samples) == (N_TRAIN, 0)
+    assert "data.reward_size (60)" in caplog.text
+
+
+def test_an_unset_reward_size_is_sized_from_the_data(folder):
+    data = build_data(cfg(folder, reward_size=None), torch.device("cpu"), seed=0)
+    assert (data.train.num_samples, data.reward.num_samples) == (48, 12)  # a fifth of 60, under the floor
+
+
+def test_input_size_is_refused_for_a_dataset_of_fixed_size(folder):
+    with pytest.raises(DataError, match=r"data\.input_size \(32\) applies to image folders only"):
+        build_data(cfg(folder, input_size=32), torch.device("cpu"), seed=0)
+
+
+def test_labels_beyond_the_classes_are_refused_when_the_data_is_built():
+    from rlal.data import ArrayDataset
+    from rlal.data.build import in_memory_data
+
+    images = torch.zeros(6, 1, 8, 8, dtype=torch.uint8)
+    train = ArrayDataset(images, torch.tensor([0, 1, 2, 0, 1, 5]), ("a", "b", "c"))
+    test = ArrayDataset(images, torch.tensor([0, 1, 2, 0, 1, 2]), ("a", "b", "c"))
+    spec = DatasetSpec("tensors", 3, 1, 8, (0.5,), (0.5,))
+    with pytest.raises(DataError, match=r"train has the label 5, outside the 3 classes 0\.\.2"):
+        in_memory_data(spec, train, test, "mine", DataConfig(reward_size=1), torch.device("cpu"), 0, None)
+
+
+def test_recorded_classes_that_differ_from_the_data_are_refused(folder):
+    with pytest.raises(DataError, match=r"data\.classes"):
+        build_data(cfg(folder, classes=["x", "y"]), torch.device("cpu"), seed=0)

@@ -15,6 +15,8 @@ from rlal.data import (
     EvalTransform,
     ImageFolderDataset,
     ImageFolderLoader,
+    PadCropFlipTransform,
+    ResizeTransform,
     TrainTransform,
     build_data,
     load_image_folder,
@@ -153,14 +155,16 @@ def test_image_folder_class_mismatch_names_the_folder(tmp_path):
 
 def test_missing_image_folder_lists_the_folders_searched(tmp_path):
     (tmp_path / "d").mkdir()
-    with pytest.raises(DataError, match=re.escape(str(tmp_path / "d")) + ".*val/<class>/<image>"):
+    names = "<split>/<class>/<image> named val/, valid/, validation/ or test/"
+    with pytest.raises(DataError, match=re.escape(str(tmp_path / "d")) + ".*" + re.escape(names)):
         load_image_folder(str(tmp_path / "d"))
 
 
 def test_an_image_folder_without_val_says_val_is_missing(tmp_path):
     root = write_folder(tmp_path / "d")
     (root / "val").rename(tmp_path / "elsewhere")
-    with pytest.raises(DataError, match=re.escape(f"{root} has train/ but no val/ or test/")):
+    names = "val/, valid/, validation/ or test/"
+    with pytest.raises(DataError, match=re.escape(f"{root} has train/ but no {names}")):
         load_image_folder(str(root))
 
 
@@ -185,3 +189,57 @@ def test_build_data_on_an_image_folder(tmp_path):
     assert len(data.train) == 2 and len(data.reward) == 1
     x, y = next(iter(data.reward))
     assert x.shape == (2, 3, 224, 224) and y.dtype == torch.int64
+
+
+def write_pngs(root: Path, side: int = 16, eval_split: str = "val", per_class: int = 3) -> Path:
+    """Two classes of ``side`` x ``side`` PNGs."""
+    rng = np.random.default_rng(0)
+    for split, n in (("train", per_class), (eval_split, 2)):
+        for name in ("cat", "dog"):
+            (root / split / name).mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 256, (side, side, 3), dtype=np.uint8)).save(
+                    root / split / name / f"{i}.png")
+    return root
+
+
+def small_cfg(root: Path, **kwargs) -> DataConfig:
+    return DataConfig(dataset="imagefolder", data_dir=str(root), reward_size=1, batch_size=2,
+                      eval_batch_size=8, workers=0, **kwargs)
+
+
+def test_an_image_folder_of_one_small_size_is_read_at_that_size_with_pad_crop_flip(tmp_path):
+    data = build_data(small_cfg(write_pngs(tmp_path / "d")), torch.device("cpu"), seed=0)
+    assert data.spec.input_size == 16 and "16x16 (pad-crop-flip)" in data.source
+    x, _ = next(iter(data.test))
+    assert x.shape[1:] == (3, 16, 16)
+    image = Image.open(tmp_path / "d" / "val" / "cat" / "0.png")  # evaluated as it is: no crop, no resize
+    assert torch.equal(ResizeTransform(16)(image), torch.from_numpy(np.array(image)).permute(2, 0, 1))
+    assert isinstance(data.train.dataset.transform, PadCropFlipTransform)
+
+
+def test_data_input_size_sets_the_size_an_image_folder_is_read_at(tmp_path):
+    data = build_data(small_cfg(write_pngs(tmp_path / "d"), input_size=24), torch.device("cpu"), seed=0)
+    x, _ = next(iter(data.train))
+    assert data.spec.input_size == 24 and x.shape[1:] == (3, 24, 24)
+
+
+def test_augment_kind_resized_crop_is_used_when_asked_even_for_small_images(tmp_path):
+    cfg = small_cfg(write_pngs(tmp_path / "d"), augment_kind="resized-crop")
+    data = build_data(cfg, torch.device("cpu"), seed=0)
+    assert isinstance(data.train.dataset.transform, TrainTransform) and "(resized-crop)" in data.source
+
+
+def test_pad_crop_flip_shifts_and_flips_within_the_padding():
+    image = Image.fromarray(np.arange(16 * 16 * 3, dtype=np.uint8).reshape(16, 16, 3))
+    outs = [PadCropFlipTransform(16)(image, seeded_generator(seed)) for seed in range(20)]
+    assert all(o.shape == (3, 16, 16) and o.dtype == torch.uint8 for o in outs)
+    assert len({o.numpy().tobytes() for o in outs}) > 5  # the crops differ
+    assert PadCropFlipTransform(16).pad == 2
+
+
+@pytest.mark.parametrize("name", ["valid", "validation", "test"])
+def test_the_evaluation_split_may_be_named_val_valid_validation_or_test(tmp_path, name):
+    root = write_pngs(tmp_path / "d", eval_split=name)
+    _, test, source = load_image_folder(str(root))
+    assert len(test) == 4 and f"{name}/" in source

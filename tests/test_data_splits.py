@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rlal.data import derive_seed, reward_split, seeded_subset
+from rlal.data import auto_reward_size, derive_seed, reward_split, seeded_subset
 from rlal.errors import DataError
 
 
@@ -65,3 +65,12 @@ def test_derive_seed_is_stable_across_processes():
     assert derive_seed(1, "a") == 8415240736594023236
     assert derive_seed(0, "reward") != derive_seed(1, "reward")
     assert 0 <= derive_seed(12345, "train", 7) < 2**63
+
+
+@pytest.mark.parametrize(
+    ("n_train", "size"),
+    [(60_000, 5000), (50_000, 5000), (1_281_167, 5000), (20_000, 2000), (3_000, 500), (1_000, 200),
+     (100, 20), (20, 4), (2, 1), (1, 0)],
+)
+def test_an_unset_reward_size_is_a_tenth_of_the_training_images_with_a_floor_and_a_cap(n_train, size):
+    assert auto_reward_size(n_train) == size

@@ -28,6 +28,7 @@ from rlal.data.fashion_mnist import (
 )
 from rlal.data.idx import read_idx, write_idx
 from rlal.data.imagefolder import (
+    EVAL_SPLITS,
     EpochSampler,
     ImageFolderDataset,
     ImageFolderLoader,
@@ -37,16 +38,32 @@ from rlal.data.imagefolder import (
 from rlal.data.loader import DeviceLoader
 from rlal.data.locate import cache_root, search_roots
 from rlal.data.memory import data_from_tensors
-from rlal.data.specs import DATASETS, IMAGENET_MEAN, IMAGENET_STD, DatasetSpec, Loader, dataset_spec
-from rlal.data.splits import derive_seed, reward_split, seeded_generator, seeded_subset
-from rlal.data.transforms import EvalTransform, TrainTransform, random_resized_crop_box
+from rlal.data.specs import (
+    DATASETS,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    IN_MEMORY,
+    DatasetSpec,
+    Loader,
+    dataset_spec,
+)
+from rlal.data.splits import auto_reward_size, derive_seed, reward_split, seeded_generator, seeded_subset
+from rlal.data.transforms import (
+    EvalTransform,
+    PadCropFlipTransform,
+    ResizeTransform,
+    TrainTransform,
+    random_resized_crop_box,
+)
 
 __all__ = [
     "CIFAR_AUGMENT",
     "DATASETS",
+    "EVAL_SPLITS",
     "FASHION_MNIST_AUGMENT",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "IN_MEMORY",
     "OFFICIAL_SHA256",
     "OFFICIAL_URL",
     "ArrayDataset",
@@ -60,7 +77,10 @@ __all__ = [
     "ImageFolderDataset",
     "ImageFolderLoader",
     "Loader",
+    "PadCropFlipTransform",
+    "ResizeTransform",
     "TrainTransform",
+    "auto_reward_size",
     "build_data",
     "cache_root",
     "data_from_tensors",

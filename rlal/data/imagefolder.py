@@ -20,7 +20,10 @@ from rlal.errors import DataError
 
 Transform = Callable[[Image.Image, torch.Generator], torch.Tensor]
 """PIL image and a generator for its random choices -> uint8 ``3,S,S`` tensor."""
-EVAL_SPLITS = ("val", "test")
+EVAL_SPLITS = ("val", "valid", "validation", "test")
+"""Accepted names of the evaluation split next to ``train/``, in the order they are looked for."""
+SIZE_SAMPLE = 2000
+""":func:`common_size` reads every image header up to this many images, else an even sample of them."""
 
 
 class ImageFolderDataset(Dataset):
@@ -173,7 +176,8 @@ class ImageFolderLoader:
 
 
 def find_image_folder(data_dir: str | None) -> tuple[Path | None, str, list[str]]:
-    """Find ``D/train`` with ``D/val`` (or ``D/test``) in ``data_dir``, ``$RLAL_DATA`` or their ``imagenet/``.
+    """Find ``D/train`` with ``D/val`` (or ``valid``, ``validation``, ``test``: the first found, see
+    :data:`EVAL_SPLITS`) in ``data_dir``, ``$RLAL_DATA`` or their ``imagenet/``.
 
     Returns ``(D or None, the evaluation split's folder name, the folders searched)``.
     """
@@ -188,30 +192,61 @@ def find_image_folder(data_dir: str | None) -> tuple[Path | None, str, list[str]
 
 
 def load_image_folder(data_dir: str | None) -> tuple[ImageFolderDataset, ImageFolderDataset, str]:
-    """Scan the train and val/test folders; return ``(train, test, source)`` with the eval transform.
+    """Scan the train and evaluation folders; return ``(train, test, source)`` with the eval transform.
 
     Raises :class:`DataError` listing the folders searched when none matches, or naming the folder
     when the two splits' classes differ.
     """
     root, split, searched = find_image_folder(data_dir)
+    eval_names = _eval_split_names()
     for base in map(Path, searched if root is None else []):
         halves = [name for name in ("train", *EVAL_SPLITS) if (base / name).is_dir()]
         if halves:  # half a dataset: say which half is missing rather than "not found"
-            missing = "val/ or test" if halves == ["train"] else "train"
+            missing = eval_names if halves == ["train"] else "train/"
             raise DataError(
-                f"image-folder dataset not found: {base} has {halves[0]}/ but no {missing}/ (it needs "
-                f"train/<class>/<image> and val/<class>/<image>)"
+                f"image-folder dataset not found: {base} has {halves[0]}/ but no {missing} (it needs "
+                f"train/<class>/<image> and an evaluation split named {eval_names})"
             )
     if root is None:
         where = "; ".join(searched) or "nothing: no --data-dir given and $RLAL_DATA unset"
         raise DataError(
             f"image-folder dataset not found (searched: {where}): pass --data-dir DIR "
-            f"(or set $RLAL_DATA) where DIR holds train/<class>/<image> and val/<class>/<image>"
+            f"(or set $RLAL_DATA) where DIR holds train/<class>/<image> and an evaluation split "
+            f"<split>/<class>/<image> named {eval_names}"
         )
     train = ImageFolderDataset.from_folder(root / "train")
     test = ImageFolderDataset.from_folder(root / split)
     check_same_classes(root, train.classes, test.classes, ("train", split))
     return train, test, f"{root} (image folder, train/ and {split}/)"
+
+
+def common_size(datasets: Sequence[ImageFolderDataset], limit: int = SIZE_SAMPLE) -> int | None:
+    """The images' side (the shorter one, if they are not square) when all of them have one size, read from
+    their file headers (no pixel is decoded): every image up to ``limit`` of them, else ``limit`` evenly
+    spaced ones (the files are sorted by class, so every class is looked at). None when sizes differ; a
+    file that cannot be opened is left for the loader to report."""
+    paths = [d.path(i) for d in datasets for i in range(len(d))]
+    if len(paths) > limit:
+        paths = [paths[round(k * (len(paths) - 1) / (limit - 1))] for k in range(limit)]
+    sizes = set()
+    for path in paths:
+        try:
+            with Image.open(path) as img:
+                sizes.add(img.size)
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+            continue
+        if len(sizes) > 1:
+            return None
+    if len(sizes) != 1:
+        return None
+    (width, height), = sizes
+    return min(width, height)
+
+
+def _eval_split_names() -> str:
+    """``val/, valid/, validation/ or test/``."""
+    names = [f"{name}/" for name in EVAL_SPLITS]
+    return f"{', '.join(names[:-1])} or {names[-1]}"
 
 
 def _one_line(message: str) -> str:

@@ -8,7 +8,7 @@ from rlal.config import DataConfig
 from rlal.data.arrays import ArrayDataset
 from rlal.data.augment import CropFlip
 from rlal.data.build import Data, in_memory_data
-from rlal.data.specs import DatasetSpec
+from rlal.data.specs import IN_MEMORY, DatasetSpec
 from rlal.errors import DataError
 
 
@@ -39,7 +39,7 @@ def data_from_tensors(
         raise DataError(f"labels go up to {num_classes - 1} but only {len(classes)} class names were given")
     pixels = train_x.float().div_(255).transpose(0, 1).flatten(1)  # C, N*H*W
     spec = DatasetSpec(
-        name="tensors", num_classes=len(classes), in_channels=int(train_x.shape[1]),
+        name=IN_MEMORY, num_classes=len(classes), in_channels=int(train_x.shape[1]),
         input_size=int(train_x.shape[2]), mean=tuple(pixels.mean(1).tolist()),
         std=tuple(pixels.std(1).clamp_min(1e-3).tolist()),
     )

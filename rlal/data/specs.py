@@ -36,8 +36,18 @@ DATASETS: dict[str, DatasetSpec] = {
 }
 
 
+IN_MEMORY = "tensors"
+"""``data.dataset`` of a Python API run whose images were given as tensors (see
+:func:`~rlal.data.data_from_tensors`): recorded, but not a dataset that can be read again."""
+
+
 def dataset_spec(name: str) -> DatasetSpec:
     """The :class:`DatasetSpec` registered as ``name``; :class:`DataError` listing the valid names if none."""
+    if name == IN_MEMORY:
+        raise DataError(
+            f"data.dataset {IN_MEMORY!r} records images given to the Python API as tensors: they cannot be "
+            f"read again; name a dataset on disk ({', '.join(sorted(DATASETS))})"
+        )
     try:
         return DATASETS[name]
     except KeyError:

@@ -93,3 +93,37 @@ class EvalTransform:
         left = round((new_w - self.size) / 2)
         top = round((new_h - self.size) / 2)
         return to_uint8_tensor(img.crop((left, top, left + self.size, top + self.size)))
+
+
+class ResizeTransform:
+    """The whole image resized to ``size`` x ``size`` (nothing cropped), as small images are evaluated.
+    An image already of that size passes unchanged."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def __call__(self, img: Image.Image, generator: torch.Generator | None = None) -> torch.Tensor:
+        img = to_rgb(img)
+        if img.size != (self.size, self.size):
+            img = img.resize((self.size, self.size), Image.Resampling.BILINEAR)
+        return to_uint8_tensor(img)
+
+
+class PadCropFlipTransform:
+    """CIFAR-style training augmentation for small images: resized to ``size`` x ``size``, zero-padded by
+    ``pad`` pixels a side (default ``size // 8``: 4 for 32) and randomly cropped back to ``size``, then
+    flipped left-right with probability 1/2."""
+
+    def __init__(self, size: int, pad: int | None = None) -> None:
+        self.size = size
+        self.pad = max(1, size // 8) if pad is None else pad
+        self._resize = ResizeTransform(size)
+
+    def __call__(self, img: Image.Image, generator: torch.Generator) -> torch.Tensor:
+        image = self._resize(img)
+        top, left = torch.randint(0, 2 * self.pad + 1, (2,), generator=generator).tolist()
+        padded = torch.nn.functional.pad(image, (self.pad,) * 4)
+        out = padded[:, top:top + self.size, left:left + self.size]
+        if bool(torch.rand(1, generator=generator) < 0.5):
+            out = out.flip(2)
+        return out.contiguous()

@@ -130,7 +130,9 @@ def setup(config: RunConfig) -> tuple[Runtime, Data, nn.Module]:
     """
     runtime = resolve_runtime(config.train)
     seed_everything(config.seed)
-    data = build_data(config.data, runtime.device, seed=config.seed, channels_last=runtime.channels_last)
+    # Only the joint method scores sub-networks on the reward split; the others just leave it out of training.
+    data = build_data(config.data, runtime.device, seed=config.seed, channels_last=runtime.channels_last,
+                      need_reward=config.method == "rlal")
     return runtime, data, place(build_model(config, data), runtime)
 
 
