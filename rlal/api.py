@@ -13,10 +13,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
-from rlal.config import RunConfig, load_config, resolve_config_path, set_value
-from rlal.data import Data, build_data, data_from_tensors
+from rlal.config import INSTANCE_MODEL, RunConfig, load_config, resolve_config_path, set_value
+from rlal.data import IN_MEMORY, Data, build_data, data_from_tensors
 from rlal.errors import RlalError
 from rlal.rundir import run_lock
 from rlal.structure import ArchSpec
@@ -102,10 +103,54 @@ class JointPruner:
         elif not isinstance(data, Data):
             data = data_from_tensors(*data, cfg=self.config.data, device=runtime.device,
                                      seed=self.config.seed, channels_last=runtime.channels_last)
+        check_outputs(self.model, data)
+        record_run(self.config, self.model, self.arch, data)
         model = place(self.model, runtime)
         with run_lock(self.out):  # the run directory's lock is released however the run ends
             return train_and_prune(self.config, runtime, data, model, self.arch, self.out,
                                    overwrite=self.overwrite, start=start)
+
+
+def record_run(config: RunConfig, model: nn.Module, arch: ArchSpec | None, data: Data) -> None:
+    """Make ``config`` (what the run directory's ``config.yaml`` holds) describe what this run trains: the
+    model (its factory, else its class, marked as an instance the command line cannot rebuild) and the
+    data (its name, image shape and classes), so that ``rlal eval`` reads the right dataset and says why it
+    cannot rebuild an instance, rather than assuming the default ``resnet20`` on ``fashion-mnist``."""
+    if arch is not None and arch.factory is not None:
+        config.model.name = arch.factory
+    else:
+        cls = type(model)
+        config.model.name = INSTANCE_MODEL.format(f"{cls.__module__}.{cls.__qualname__}")
+    config.data.dataset = data.spec.name
+    config.data.in_channels = data.spec.in_channels
+    config.data.input_size = data.spec.input_size
+    config.data.classes = [str(c) for c in data.classes]
+    if data.spec.name == IN_MEMORY:
+        config.data.data_dir = None
+
+
+def check_outputs(model: nn.Module, data: Data) -> None:
+    """Refuse, before any training, a model with fewer outputs than the data has classes: a label beyond
+    them would otherwise stop the run with an IndexError deep in the loss."""
+    shape = (1, data.spec.in_channels, data.spec.input_size, data.spec.input_size)
+    param = next(model.parameters(), None)
+    x = torch.zeros(shape, device=param.device if param is not None else "cpu")
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            out = model.eval()(x)
+    except Exception as exc:  # the user's forward can raise anything; say which input it was given
+        raise RlalError(f"the model fails on one {list(shape[1:])} image of the data: "
+                        f"{type(exc).__name__}: {exc}") from None
+    finally:
+        model.train(was_training)
+    if not isinstance(out, torch.Tensor) or out.dim() != 2:
+        return  # an unusual output: leave it to the loss to judge
+    if out.shape[1] < data.spec.num_classes:
+        raise RlalError(
+            f"the model has {out.shape[1]} outputs but the data has {data.spec.num_classes} classes (labels "
+            f"0..{data.spec.num_classes - 1}): build it with {data.spec.num_classes} outputs"
+        )
 
 
 def _is_tensor_pairs(data: Any) -> bool:

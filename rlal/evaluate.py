@@ -11,6 +11,7 @@ A spec naming a user factory (code to import and run) is loaded only with ``trus
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 from collections.abc import Sequence
@@ -21,7 +22,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from rlal.config import DataConfig, load_config
+from rlal.config import INSTANCE_MODEL, DataConfig, load_config
+from rlal.data.specs import IN_MEMORY
 from rlal.errors import RlalError
 from rlal.export import Backend, compare_latency, measure_latency
 from rlal.models import count_macs_params
@@ -81,10 +83,36 @@ def open_pruned(path: str | Path, *, trust_factory: bool = False) -> SavedPruned
     """Locate (see :func:`locate_pruned`) and load a pruned model; :class:`RlalError` for anything wrong.
     A factory spec needs ``trust_factory=True`` (:class:`~rlal.errors.UntrustedFactory` otherwise)."""
     directory, run_dir = locate_pruned(path)
+    _refuse_an_instance(directory, run_dir)
     # Validates the spec and the weights, naming the file at fault.
     model = load_pruned(directory, trust_factory=trust_factory)
     spec = json.loads((directory / SPEC_FILE).read_text())
     return SavedPruned(directory, run_dir, model, spec, tuple(spec["input_shape"]), trust_factory)
+
+
+def _refuse_an_instance(directory: Path, run_dir: Path | None) -> None:
+    """A one-line error for a model saved by the Python API from an instance without a factory: nothing on
+    disk says how to rebuild its dense architecture, so the command line cannot load it."""
+    try:
+        spec = json.loads((directory / SPEC_FILE).read_text())
+    except (OSError, ValueError):
+        return  # load_pruned names the damaged file
+    if not isinstance(spec, dict) or "arch" not in spec or spec["arch"] is not None:
+        return
+    what = "a model instance"
+    if run_dir is not None:
+        with contextlib.suppress(RlalError):  # a damaged config.yaml only loses the class name
+            what = f"an instance of {_instance_class(load_config(run_dir / CONFIG_FILE).model.name)}"
+    raise RlalError(
+        f"{directory} was saved from {what} given to the Python API without a factory, so the command "
+        f"line cannot rebuild it: load it in Python with rlal.load_pruned({str(directory)!r}, "
+        f"model=YourNet(...)), or train with JointPruner(..., factory='package.module:function')"
+    )
+
+
+def _instance_class(name: str) -> str:
+    prefix, _, suffix = INSTANCE_MODEL.partition("{}")
+    return name.removeprefix(prefix).removesuffix(suffix) if name.startswith(prefix) else "a model"
 
 
 def data_config(saved: SavedPruned, *, dataset: str | None = None, data_dir: str | None = None,
@@ -101,7 +129,10 @@ def data_config(saved: SavedPruned, *, dataset: str | None = None, data_dir: str
         raise RlalError(f"--batch must be >= 1, got {batch}")
     changes: dict[str, Any] = {"dataset": chosen, "reward_size": 0, "train_subset": None, "augment": False}
     if dataset is not None and dataset != config.dataset:
-        changes |= {"data_dir": None, "test_subset": None}  # the run's settings were for another dataset
+        # The run's settings were for another dataset; an image folder is read at the model's input size.
+        size = saved.input_shape[-1] if dataset == "imagefolder" else None
+        changes |= {"data_dir": None, "test_subset": None, "input_size": size, "in_channels": None,
+                    "classes": None}
     if data_dir is not None:
         changes["data_dir"] = data_dir
     if batch is not None:
@@ -131,30 +162,60 @@ def evaluate_pruned(
     saved = open_pruned(path, trust_factory=trust_factory)
     cfg = data_config(saved, dataset=dataset, data_dir=data_dir, batch=batch)
     runtime = Runtime(resolve_device(device), amp_dtype=None, channels_last=False)  # fp32: the reference
-    spec = dataset_spec(cfg.dataset)
-    shape = (spec.in_channels, spec.input_size, spec.input_size)
-    if tuple(saved.input_shape) != shape:  # checked before reading a possibly large dataset
-        raise RlalError(f"{saved.directory}: the model takes {list(saved.input_shape)} inputs but "
-                        f"{spec.name} images are {list(shape)}")
-    data = build_data(cfg, runtime.device, seed=0)
-    classes = saved.spec["arch"].get("kwargs", {}).get("num_classes")
-    if classes is not None and classes != data.spec.num_classes:
-        raise RlalError(f"{saved.directory}: the model has {classes} classes but {data.spec.name} has "
-                        f"{data.spec.num_classes}")
-    model = saved.model.to(runtime.device)
-    test = evaluate(model, data.test, runtime)
-    model.cpu()
+    if cfg.dataset == IN_MEMORY:
+        test, data_name, source = _recorded_test(saved)
+    else:
+        spec = dataset_spec(cfg.dataset)
+        if spec.name != "imagefolder":  # checked before reading a possibly large dataset
+            _check_shape(saved, spec.name, (spec.in_channels, spec.input_size, spec.input_size))
+        data = build_data(cfg, runtime.device, seed=0, need_reward=False)
+        side = data.spec.input_size
+        _check_shape(saved, data.spec.name, (data.spec.in_channels, side, side))
+        classes = (saved.spec["arch"] or {}).get("kwargs", {}).get("num_classes")
+        if classes is not None and classes != data.spec.num_classes:
+            raise RlalError(f"{saved.directory}: the model has {classes} classes but {data.spec.name} has "
+                            f"{data.spec.num_classes}")
+        model = saved.model.to(runtime.device)
+        test = evaluate(model, data.test, runtime)
+        model.cpu()
+        data_name, source = data.spec.name, data.source
+    model = saved.model  # on the CPU again: MACs and latency are measured there
     macs, params = count_macs_params(model, saved.input_shape)
     dense_macs, dense_params = count_macs_params(saved.dense(), saved.input_shape)
     latency = [measure_latency(model, saved.input_shape, b, device="cpu", warmup=warmup, runs=runs)
                for b in latency_batches]
     return {
-        "path": str(saved.directory), "model": saved.name, "dataset": data.spec.name,
-        "data_source": data.source, "input_shape": list(saved.input_shape), "test_acc": test.acc,
+        "path": str(saved.directory), "model": saved.name, "dataset": data_name,
+        "data_source": source, "input_shape": list(saved.input_shape), "test_acc": test.acc,
         "test_loss": test.loss, "test_images": test.images, "device": str(runtime.device),
+        "test_recorded": cfg.dataset == IN_MEMORY,
         "macs": macs, "params": params, "dense_macs": dense_macs, "dense_params": dense_params,
         "macs_ratio": macs / dense_macs, "latency_cpu": latency,
     }  # fmt: skip
+
+
+def _check_shape(saved: SavedPruned, name: str, shape: tuple[int, int, int]) -> None:
+    if tuple(saved.input_shape) != shape:
+        raise RlalError(f"{saved.directory}: the model takes {list(saved.input_shape)} inputs but "
+                        f"{name} images are {list(shape)}")
+
+
+def _recorded_test(saved: SavedPruned) -> tuple[Any, str, str]:
+    """The test figures a run on in-memory tensors recorded in its ``result.json``: its images are not on
+    disk to be scored again."""
+    assert saved.run_dir is not None  # IN_MEMORY comes from a run's config.yaml
+    try:
+        result = json.loads((saved.run_dir / "result.json").read_text())
+        acc, images = float(result["test_acc"]), int(result["test_images"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise RlalError(f"{saved.run_dir} trained on tensors given to the Python API and its result.json "
+                        "holds no test accuracy: pass --dataset (and --data-dir) to score it on data on disk"
+                        ) from None
+    from rlal.train.epoch import EpochStats
+
+    stats = EpochStats(loss=None, acc=acc, images=images, seconds=0.0)  # type: ignore[arg-type]  # not recorded
+    source = "the run's result.json (its test images were tensors in memory; --dataset scores it again)"
+    return stats, IN_MEMORY, source
 
 
 def resolve_device(name: str) -> torch.device:

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from test_cli import assert_one_line_error, run_cli
 from test_train import learnable_images
 from torch import nn
 
@@ -54,7 +55,7 @@ def tensors(n_train: int = 600, n_test: int = 200):
     return (as_nchw(train_x), torch.from_numpy(train_y)), (as_nchw(test_x), torch.from_numpy(test_y))
 
 
-def test_joint_pruner_prunes_a_user_cnn_on_in_memory_images(tmp_path):
+def test_joint_pruner_prunes_a_user_cnn_on_in_memory_images(tmp_path, capsys):
     train, test = tensors()
     torch.manual_seed(0)
     pruner = rlal.JointPruner(UserNet(), (train, test), target_macs=0.5, epochs=4, out=tmp_path / "run",
@@ -67,6 +68,11 @@ def test_joint_pruner_prunes_a_user_cnn_on_in_memory_images(tmp_path):
 
     with pytest.raises(RlalError, match="pass the dense model"):
         rlal.load_pruned(tmp_path / "run" / "pruned")
+    config = load_config(tmp_path / "run" / "config.yaml")
+    assert config.model.name == "<instance of test_api.UserNet>" and config.data.dataset == "tensors"
+    code, _, err = run_cli(capsys, "eval", str(tmp_path / "run"))
+    assert_one_line_error(code, err, "saved from an instance of test_api.UserNet given to the Python API",
+                          "model=YourNet(...)")
     loaded = rlal.load_pruned(tmp_path / "run" / "pruned", model=UserNet())
     x = torch.randn(4, 1, 28, 28)
     assert torch.allclose(loaded(x), result.model.eval()(x), atol=1e-5)
@@ -102,3 +108,42 @@ def test_joint_pruner_rejects_what_is_not_a_model_or_data():
         rlal.JointPruner(UserNet(), [1, 2, 3])
     with pytest.raises(RlalError, match="unknown config key"):
         rlal.JointPruner(UserNet(), "fashion-mnist", overrides=["train.epoch=3"])
+
+
+def build_user_net(num_classes: int = 10) -> UserNet:
+    """A factory the API can record (``test_api:build_user_net``)."""
+    return UserNet(num_classes)
+
+
+def test_an_api_run_records_its_model_and_data_so_eval_export_and_bench_work_on_it(tmp_path, capsys):
+    train, test = tensors(300, 100)
+    torch.manual_seed(0)
+    run = tmp_path / "run"
+    rlal.JointPruner(build_user_net(), (train, test), target_macs=0.5, epochs=4, out=run, overrides=TINY,
+                     factory="test_api:build_user_net", factory_kwargs={"num_classes": 10}).fit()
+    config = load_config(run / "config.yaml")
+    assert config.model.name == "test_api:build_user_net"
+    assert (config.data.dataset, config.data.in_channels, config.data.input_size) == ("tensors", 1, 28)
+    assert config.data.classes == [str(k) for k in range(10)]
+
+    code, out, err = run_cli(capsys, "eval", str(run), "--trust-factory", "--json", "--runs", "1", "--warmup",
+                             "0")
+    assert code == 0, err
+    info = json.loads(out)
+    result = json.loads((run / "result.json").read_text())
+    assert info["test_recorded"] and info["test_acc"] == result["test_acc"]
+    assert info["input_shape"] == [1, 28, 28]
+    assert info["macs"] == result["macs"] and info["dense_macs"] == result["dense_macs"]
+    code, _, err = run_cli(capsys, "export", str(run), "--onnx", str(tmp_path / "m.onnx"), "--trust-factory")
+    assert code == 0 and (tmp_path / "m.onnx").stat().st_size > 0, err
+    code, out, err = run_cli(capsys, "bench", "latency", str(run), "--trust-factory", "--batch", "1",
+                             "--runs", "1", "--warmup", "0", "--no-cuda", "--json")
+    assert code == 0 and json.loads(out)["models"][0]["macs"] == result["macs"], err
+
+
+def test_a_model_with_fewer_outputs_than_the_data_has_classes_is_refused_before_training(tmp_path):
+    train, test = tensors(300, 50)
+    with pytest.raises(RlalError, match=r"the model has 5 outputs but the data has 10 classes"):
+        rlal.JointPruner(UserNet(num_classes=5), (train, test), epochs=4, out=tmp_path / "run",
+                         overrides=TINY).fit()
+    assert not (tmp_path / "run").exists()

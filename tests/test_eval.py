@@ -27,7 +27,7 @@ SHAPE = (1, 28, 28)
 QUICK = ["--runs", "2", "--warmup", "1"]
 EVAL_KEYS = {
     "path", "model", "dataset", "data_source", "input_shape", "test_acc", "test_loss", "test_images",
-    "device", "macs", "params", "dense_macs", "dense_params", "macs_ratio", "latency_cpu",
+    "device", "test_recorded", "macs", "params", "dense_macs", "dense_params", "macs_ratio", "latency_cpu",
 }
 
 
