@@ -313,7 +313,9 @@ def cmd_data(args: argparse.Namespace) -> int:
     from rlal.config import load_config
     from rlal.data import build_data
 
-    overrides = [f"data.dataset={args.dataset}", f"data.download={str(not args.no_download).lower()}"]
+    # data.workers=0: counting the images iterates no loader, so no worker processes are needed.
+    overrides = [f"data.dataset={args.dataset}", f"data.download={str(not args.no_download).lower()}",
+                 "data.workers=0"]
     given = {"data_dir": args.data_dir, "cache_dir": args.cache_dir, "reward_size": args.reward_size,
              "input_size": args.input_size}
     overrides += [f"data.{key}={value}" for key, value in given.items() if value is not None]

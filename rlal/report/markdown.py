@@ -156,11 +156,19 @@ def draw_figures(files: RunFiles, out: Path) -> list[tuple[Path, str]]:
     return [(path, caption) for path, caption in figures if path is not None]
 
 
+def _dataset_name(dataset: Any, source: Any) -> Any:
+    """An image folder named after its own directory (``pets (image folder)``), not the loader's name."""
+    marker = " (image folder"
+    if dataset != "imagefolder" or not isinstance(source, str) or marker not in source:
+        return dataset
+    return f"{Path(source.split(marker)[0]).name} (image folder)"
+
+
 def render(files: RunFiles, figures: Sequence[tuple[Path, str]]) -> str:
     """The text of ``report.md``."""
     result, run, config = files.result, files.run, files.config
     model = result.get("model") or _get(config, "model", "name")
-    dataset = result.get("dataset") or _get(config, "data", "dataset")
+    dataset = _dataset_name(result.get("dataset") or _get(config, "data", "dataset"), run.get("data_source"))
     lines = [f"# Run report: {_text(model)} on {_text(dataset)}", ""]
 
     header = [
