@@ -218,7 +218,8 @@ def _add_run_arguments(p: argparse.ArgumentParser, with_method: bool = True) -> 
                    help="override a config key, e.g. --set train.epochs=5 (repeatable; applied last)")
     if with_method:
         p.add_argument("--method", help="training method (config key method)")
-    p.add_argument("--model", help="zoo model name (model.name)")
+    p.add_argument("--model", help="zoo model name, or package.module:function building your own model "
+                                   "(imported and run: name only code you trust) (model.name)")
     p.add_argument("--dataset", help="dataset name (data.dataset)")
     p.add_argument("--data-dir", help="dataset directory (data.data_dir)")
     p.add_argument("--epochs", help="total epochs (train.epochs)")

@@ -72,9 +72,10 @@ class ModelConfig:
     """Which network: a zoo model (what the command line trains), or what a Python API run trained."""
 
     name: str = "resnet20"
-    """A zoo model name (``rlal models``). A Python API run records its own model here: its factory
-    (``package.module:function``) when it was given one, else ``<instance of package.module.Class>``
-    (recorded, not rebuildable: the command line cannot train or rebuild it)."""
+    """A zoo model name (``rlal models``), or a user's ``package.module:function`` that builds the model
+    (imported and run; called with whichever of ``num_classes``, ``in_channels``, ``input_size`` it takes).
+    A Python API run records its own model here: its factory when it was given one, else
+    ``<instance of package.module.Class>`` (recorded, not rebuildable: the command line cannot train it)."""
 
 
 INSTANCE_MODEL = "<instance of {}>"

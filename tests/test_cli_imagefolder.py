@@ -80,3 +80,33 @@ def test_a_png_folder_trains_dense_and_pruned_then_evaluates_and_exports(capsys,
     code, out, err = run_cli(capsys, "export", str(run), "--onnx", str(tmp_path / "pets.onnx"))
     assert code == 0, err
     assert f"[batch, 3, {SIDE}, {SIDE}]" in out and (tmp_path / "pets.onnx").stat().st_size > 0
+
+
+def test_a_user_model_named_by_its_factory_trains_prunes_and_loads_with_trust(capsys, pngs, tmp_path,
+                                                                                monkeypatch):
+    (tmp_path / "petnets.py").write_text(
+        "from torch import nn\n"
+        "def build(num_classes, in_channels=3):\n"
+        "    def block(i, o):\n"
+        "        return nn.Sequential(nn.Conv2d(i, o, 3, padding=1), nn.BatchNorm2d(o), nn.ReLU())\n"
+        "    return nn.Sequential(block(in_channels, 16), block(16, 32), nn.AdaptiveAvgPool2d(1),\n"
+        "                         nn.Flatten(), nn.Linear(32, num_classes))\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    common = ["--dataset", "imagefolder", "--data-dir", str(pngs), "--model", "petnets:build"]
+    for item in TINY:
+        if not item.startswith("model.name="):
+            common += ["--set", item]
+    run = tmp_path / "rlal"
+    code, _, err = run_cli(capsys, "train", "--method", "rlal", "--epochs", "2", "--out", str(run), *common)
+    assert code == 0, err
+    spec = json.loads((run / "pruned" / "spec.json").read_text())
+    assert spec["arch"] == {"factory": "petnets:build", "kwargs": {"num_classes": 3, "in_channels": 3}}
+    code, _, err = run_cli(capsys, "eval", str(run), "--json", "--device", "cpu", "--runs", "1",
+                           "--warmup", "0")
+    assert code == 2 and "--trust-factory" in err  # loading it runs the factory: an opt-in
+    code, out, err = run_cli(capsys, "eval", str(run), "--json", "--device", "cpu", "--runs", "1",
+                             "--warmup", "0", "--trust-factory")
+    assert code == 0, err
+    recorded = json.loads((run / "result.json").read_text())["test_acc"]
+    assert json.loads(out)["test_acc"] == pytest.approx(recorded)

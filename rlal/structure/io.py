@@ -25,6 +25,7 @@ from __future__ import annotations
 import copy
 import importlib
 import importlib.util
+import inspect
 import json
 import math
 import re
@@ -112,6 +113,25 @@ class ArchSpec:
         if not isinstance(model, nn.Module):
             raise RlalError(f"factory {self.factory} returned {type(model).__name__}, not an nn.Module")
         return model
+
+    def accepted_keywords(self, names: list[str], *, trust_factory: bool = False) -> list[str]:
+        """Which of ``names`` the factory's signature takes as keywords (all of them for ``**kwargs``).
+        Imports the factory's module, so it needs ``trust_factory=True`` as :meth:`build` does."""
+        module_name, function = self._factory_parts()
+        if not trust_factory:
+            raise UntrustedFactory(f"reading the factory {self.factory!r} imports its code; {TRUST_HINT}")
+        try:
+            builder = getattr(importlib.import_module(module_name), function)
+            parameters = inspect.signature(builder).parameters.values()
+        except (ImportError, AttributeError) as exc:
+            raise RlalError(f"cannot import factory {self.factory}: {exc}") from None
+        except (TypeError, ValueError):  # no signature to read (a builtin): pass nothing
+            return []
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+            return list(names)
+        keywords = {p.name for p in parameters
+                    if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)}
+        return [name for name in names if name in keywords]
 
     def factory_origin(self) -> Path | None:
         """Where the factory's top-level module would be imported from (its file or package directory),

@@ -49,7 +49,6 @@ from rlal.report.metrics import MetricsWriter
 from rlal.report.widths import write_widths
 from rlal.rundir import prepare_run_dir, run_lock, write_run_header
 from rlal.structure import (
-    ArchSpec,
     Plan,
     Structure,
     channel_importance,
@@ -61,7 +60,7 @@ from rlal.structure import (
 )
 from rlal.structure.masks import remove_inert_hooks
 from rlal.structure.trace import COUNTED_TYPES
-from rlal.train.dense import epoch_record, format_epoch, input_shape, place, setup
+from rlal.train.dense import epoch_record, format_epoch, input_shape, model_arch, place, setup
 from rlal.train.epoch import EpochStats, evaluate, train_one_epoch
 from rlal.train.optim import build_optimizer, build_scheduler
 from rlal.train.result import PrunedResult
@@ -356,8 +355,7 @@ def _finish(
     """Save the pruned model and ``result.json`` (the joint method's keys plus ``extra``)."""
     plan = selection.plan
     macs, params = structure.cost.of(plan)
-    arch = ArchSpec.zoo(config.model.name, num_classes=data.spec.num_classes,
-                        in_channels=data.spec.in_channels, input_size=data.spec.input_size)
+    arch = model_arch(config, data)
     write_widths(run_dir / "widths.csv", structure, plan)
     save_pruned(run_dir / "pruned", small, arch=arch, plan=plan, input_shape=input_shape(data),
                 policy=config.env.policy, classes=list(data.classes))

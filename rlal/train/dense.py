@@ -15,6 +15,7 @@ from rlal.data import Data, build_data
 from rlal.models import count_macs_params, create_model
 from rlal.report.markdown import write_report
 from rlal.rundir import guarded_epochs, open_run, run_lock
+from rlal.structure import ArchSpec
 from rlal.train.epoch import EpochStats, evaluate, train_one_epoch
 from rlal.train.optim import build_optimizer, build_scheduler
 from rlal.train.runtime import Runtime, resolve_runtime, seed_everything
@@ -137,13 +138,27 @@ def setup(config: RunConfig) -> tuple[Runtime, Data, nn.Module]:
 
 
 def build_model(config: RunConfig, data: Data) -> nn.Module:
-    """The zoo model sized for the dataset actually read (classes, channels, input size)."""
-    return create_model(
-        config.model.name,
-        num_classes=data.spec.num_classes,
-        in_channels=data.spec.in_channels,
-        input_size=data.spec.input_size,
-    )
+    """The model ``model.name`` names, sized for the dataset actually read (classes, channels, input size):
+    a zoo model, or a user's ``package.module:function`` (see :func:`model_arch`)."""
+    arch = model_arch(config, data)
+    if arch.model is not None:
+        return create_model(arch.model, **dict(arch.kwargs))
+    # The run's own config names this factory: importing and running it is what the user asked for.
+    return arch.build(trust_factory=True)
+
+
+def model_arch(config: RunConfig, data: Data) -> ArchSpec:
+    """How the run's dense model is (re)built. A ``package.module:function`` name is a user's factory,
+    called with the keyword arguments of ``num_classes``, ``in_channels`` and ``input_size`` that its
+    signature accepts (a factory of none of them builds the same model for any data)."""
+    sizes = {"num_classes": data.spec.num_classes, "in_channels": data.spec.in_channels,
+             "input_size": data.spec.input_size}
+    name = config.model.name
+    if ":" not in name:
+        return ArchSpec.zoo(name, **sizes)
+    # The run's own config names this factory: importing it is what the user asked for.
+    taken = ArchSpec.from_factory(name).accepted_keywords(list(sizes), trust_factory=True)
+    return ArchSpec.from_factory(name, **{k: sizes[k] for k in taken})
 
 
 def input_shape(data: Data) -> tuple[int, int, int]:

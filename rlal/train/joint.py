@@ -62,7 +62,7 @@ from rlal.structure import (
 )  # fmt: skip
 from rlal.train.align import AlignmentRegularizer, lambda_at
 from rlal.train.choice import FinalChoice, decide, score_plans
-from rlal.train.dense import epoch_record, eval_due, format_epoch, input_shape, place, setup
+from rlal.train.dense import epoch_record, eval_due, format_epoch, input_shape, model_arch, place, setup
 from rlal.train.epoch import EpochStats, evaluate, train_one_epoch
 from rlal.train.optim import build_optimizer, build_scheduler
 from rlal.train.result import PrunedResult
@@ -76,8 +76,7 @@ def fit_joint(config: RunConfig, out: Path, *, overwrite: bool = False, resume: 
     start = time.perf_counter()
     with run_lock(out):
         runtime, data, model = setup(config)
-        arch = ArchSpec.zoo(config.model.name, num_classes=data.spec.num_classes,
-                            in_channels=data.spec.in_channels, input_size=data.spec.input_size)
+        arch = model_arch(config, data)
         return train_and_prune(config, runtime, data, model, arch, out, overwrite=overwrite, resume=resume,
                                start=start)
 
