@@ -2,8 +2,8 @@
 
 Runs the joint loop (``rlal.train.joint.fit_joint``) on a tiny setting for many search epochs with many
 episodes each: ResNet-20 on 128 Fashion-MNIST images, ``--search-epochs`` search epochs of ``--episodes``
-episodes, a checkpoint every epoch. A sampler thread reads the process's resident memory (VmRSS) every
-``--every`` seconds; each metrics record the run writes is paired with the last sample. What grows by design
+episodes, a checkpoint every epoch. The resident memory (VmRSS) is read as each search epoch's metrics record
+is written, and a sampler thread keeps its peak (read every ``--every`` seconds). What grows by design
 is small: the environment's episode history (one keep vector and reward per episode) and the context
 model's fit over it. What must not grow: the replay buffer (capped, preallocated), tensors kept in lists,
 autograd graphs kept alive.
@@ -45,17 +45,16 @@ def rss_mb() -> float:
 
 
 class Sampler(threading.Thread):
-    """Samples resident memory every ``every`` seconds; ``latest`` is the last sample."""
+    """Samples resident memory every ``every`` seconds and keeps the peak (between the per-epoch rows)."""
 
     def __init__(self, every: float) -> None:
         super().__init__(daemon=True)
-        self.every, self.latest, self.peak = every, rss_mb(), rss_mb()
+        self.every, self.peak = every, rss_mb()
         self.done = threading.Event()
 
     def run(self) -> None:
         while not self.done.wait(self.every):
-            self.latest = rss_mb()
-            self.peak = max(self.peak, self.latest)
+            self.peak = max(self.peak, rss_mb())
 
 
 def main() -> int:

@@ -297,15 +297,19 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _input_shape(text: str) -> tuple[int, int, int]:
-    """``C,H,W`` as three positive ints (a one-line error otherwise)."""
+def _input_shape(text: str) -> tuple[int, ...]:
+    """``C,H,W`` as positive ints within the sizes rlal traces (a one-line error otherwise)."""
+    from rlal.structure.io import check_input_size
+    from rlal.structure.trace import check_input_shape
+
     try:
         dims = tuple(int(part) for part in text.split(","))
     except ValueError:
         dims = ()
-    if len(dims) != 3 or min(dims) < 1 or max(dims) > 8192:
-        raise RlalError(f"--input-shape must be C,H,W with each between 1 and 8192, got {text!r}")
-    return dims  # type: ignore[return-value]
+    if len(dims) != 3:
+        raise RlalError(f"--input-shape must be C,H,W, e.g. 3,32,32, got {text!r}")
+    check_input_size(check_input_shape(dims))
+    return dims
 
 
 def cmd_data(args: argparse.Namespace) -> int:

@@ -139,6 +139,7 @@ class AlignmentRegularizer:
             [torch.ones(layer.channels, dtype=torch.bool) for layer in structure.layers]
         )
         self._device_cache: dict[tuple[int, int, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._removed_weights: dict[torch.device, torch.Tensor] = {}  # 1.0 at removed channels
         self._steer: dict[str, float] | None = None  # see steer()
 
     # ------------------------------------------------------------------ plan
@@ -155,6 +156,7 @@ class AlignmentRegularizer:
             self._removed = None
             self._penalty_gathers, self._penalty_size = [], 0
             self._device_cache.clear()
+            self._removed_weights.clear()
             return
         if kept is None:
             selection = select_channels(self.structure, plan, criterion, scores=scores)
@@ -187,6 +189,7 @@ class AlignmentRegularizer:
         self._removed = masks
         self._penalty_gathers, self._penalty_size = self._gathers(masks)
         self._device_cache.clear()
+        self._removed_weights.clear()
 
     @property
     def removed_masks(self) -> list[torch.Tensor] | None:
@@ -349,11 +352,10 @@ class AlignmentRegularizer:
         Masked sums over host-known counts, not boolean indexing, which would wait for the device."""
         assert self._removed is not None
         norms = self._squared_norms(model, self._all_gathers, self._all_size, key=1).sqrt()
-        key = (2, 0, norms.device)
-        if key not in self._device_cache:
-            mask = torch.cat(self._removed).to(norms.device, norms.dtype)
-            self._device_cache[key] = (mask, mask)
-        removed = self._device_cache[key][0]
+        removed = self._removed_weights.get(norms.device)
+        if removed is None:  # moved once per plan and device, not every step
+            removed = torch.cat(self._removed).to(norms.device, norms.dtype)
+            self._removed_weights[norms.device] = removed
         n_removed = self._penalty_size  # removed channels, counted on the host
         n_kept = removed.numel() - n_removed
         if n_removed == 0 or n_kept == 0:
@@ -396,15 +398,7 @@ class AlignmentRegularizer:
         removes nothing, or when every kept channel is zero."""
         if self._removed is None:
             return float("nan")
-        norms = torch.cat(list(self.channel_norms(model).values()))
-        removed = torch.cat(self._removed)
-        if not removed.any() or removed.all():
-            return float("nan")
-        kept_mean = norms[~removed].mean().item()
-        if kept_mean == 0:
-            return float("nan")
-        return norms[removed].mean().item() / kept_mean
-
+        return float(self._ratio_tensor(model))
 
 _STEER_GAIN = 1.1
 """Factor by which steering raises or lowers ``lam`` per step: 1.1^50 ~ 117, so an order of magnitude

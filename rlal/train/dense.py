@@ -12,7 +12,7 @@ from torch import nn
 from rlal.checkpoint import rng_state, save_checkpoint, save_weights, set_rng_state, write_json
 from rlal.config import RunConfig
 from rlal.data import Data, build_data
-from rlal.models import count_macs_params, create_model
+from rlal.models import count_macs_params
 from rlal.report.markdown import write_report
 from rlal.rundir import guarded_epochs, open_run, run_lock
 from rlal.structure import ArchSpec
@@ -140,11 +140,8 @@ def setup(config: RunConfig) -> tuple[Runtime, Data, nn.Module]:
 def build_model(config: RunConfig, data: Data) -> nn.Module:
     """The model ``model.name`` names, sized for the dataset actually read (classes, channels, input size):
     a zoo model, or a user's ``package.module:function`` (see :func:`model_arch`)."""
-    arch = model_arch(config, data)
-    if arch.model is not None:
-        return create_model(arch.model, **dict(arch.kwargs))
-    # The run's own config names this factory: importing and running it is what the user asked for.
-    return arch.build(trust_factory=True)
+    # A factory named by the run's own config: importing and running it is what the user asked for.
+    return model_arch(config, data).build(trust_factory=True)
 
 
 def model_arch(config: RunConfig, data: Data) -> ArchSpec:
