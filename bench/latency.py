@@ -20,6 +20,7 @@ import json
 
 import torch
 
+from rlal.env import Budget
 from rlal.export import available_backends, compare_latency, environment
 from rlal.models import count_macs_params, create_model
 from rlal.structure import Plan, cut, find_layers
@@ -39,6 +40,9 @@ def main() -> None:
     parser.add_argument("--input", type=ints, default=[1, 28, 28], help="C,H,W (default 1,28,28)")
     parser.add_argument("--num-classes", type=int, default=10)
     parser.add_argument("--keep", type=float, default=0.7, help="keep ratio of every layer (default 0.7)")
+    parser.add_argument("--target-macs", type=float,
+                        help="instead of --keep: the uniform plan of this MACs target (the budget's, as the "
+                             "uniform baseline builds it, env.min_keep_ratio 0.2)")
     parser.add_argument("--round-to", type=ints, default=[1, 8], help="keep-count roundings to compare")
     parser.add_argument("--policy", choices=["internal", "all"], default="internal")
     parser.add_argument("--batch", type=ints, default=[1, 64])
@@ -58,15 +62,18 @@ def main() -> None:
     dense_macs, _ = count_macs_params(dense, shape)
     structure = find_layers(dense, shape, policy=args.policy)
     for round_to in args.round_to:
-        plan = Plan.from_keep_ratios(structure, args.keep, round_to=round_to)
+        if args.target_macs is not None:
+            plan, keep = Budget(structure, args.target_macs, 0.2, round_to).uniform_plan()
+        else:
+            plan, keep = Plan.from_keep_ratios(structure, args.keep, round_to=round_to), args.keep
         pruned = cut(structure, plan).eval()
         macs, _ = count_macs_params(pruned, shape)
         rows = compare_latency(dense, pruned, shape, batches=args.batch, backends=backends,
                                warmup=args.warmup, runs=args.runs)
         ideal = dense_macs / macs
         for row in rows:
-            emit(bench="latency", model=args.model, input_shape=list(shape), keep=args.keep,
-                 round_to=round_to, keep_counts=sorted(set(plan.to_dict().values())),
+            emit(bench="latency", model=args.model, input_shape=list(shape), keep=round(keep, 4),
+                 policy=args.policy, round_to=round_to, keep_counts=sorted(set(plan.to_dict().values())),
                  macs_ratio=round(macs / dense_macs, 4), backend=row["backend"], batch=row["batch"],
                  threads=row["threads"], dense_ms=round(row["dense"]["median_ms"], 3),
                  pruned_ms=round(row["pruned"]["median_ms"], 3), speedup=round(row["speedup"], 3),

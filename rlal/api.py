@@ -36,7 +36,11 @@ class JointPruner:
             tensors (split and batched as ``config.data`` says, see :func:`rlal.data.data_from_tensors`), a
             ready :class:`~rlal.data.Data`, or the name of a shipped dataset (``"fashion-mnist"``,
             ``"cifar10"``, ``"imagefolder"``).
-        target_macs: the budget, as a fraction of the dense model's MACs (< 1) or an absolute count.
+        target_macs: the budget, as a fraction of the dense model's MACs (< 1) or an absolute count; None for
+            a latency budget alone.
+        target_latency: a latency budget beside (or instead of) the MACs one, as a fraction of the dense
+            model's latency, timed where ``env.latency_backend`` says (PyTorch on the run's device by
+            default) at ``env.latency_batch``; see :mod:`rlal.structure.latency`.
         epochs: total epochs, the same budget a dense model would get (default: the config's).
         out: the run directory (metrics, checkpoints, report, the pruned model).
         config: a :class:`~rlal.config.RunConfig`, or a YAML path or shipped config name, for everything
@@ -54,7 +58,8 @@ class JointPruner:
         model: nn.Module,
         data: Data | str | tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]],
         *,
-        target_macs: float = 0.5,
+        target_macs: float | None = 0.5,
+        target_latency: float | None = None,
         epochs: int | None = None,
         out: str | Path = "runs/joint",
         config: RunConfig | str | Path | None = None,
@@ -65,7 +70,9 @@ class JointPruner:
     ) -> None:
         if not isinstance(model, nn.Module):
             raise RlalError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        settings = ["method=rlal", f"env.target_macs={target_macs}"]
+        settings = ["method=rlal", f"env.target_macs={'null' if target_macs is None else target_macs}"]
+        if target_latency is not None:
+            settings.append(f"env.target_latency={target_latency}")
         if epochs is not None:
             settings.append(f"train.epochs={epochs}")
         if isinstance(data, str):

@@ -13,14 +13,18 @@ import argparse
 import contextlib
 import json
 import logging
+import os
 import signal
 import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from rlal.errors import RlalError, RunInterrupted
+
+if TYPE_CHECKING:
+    from rlal.config import RunConfig
 
 DEMO_CONFIG = "demo"
 
@@ -358,10 +362,18 @@ def cmd_train(args: argparse.Namespace) -> int:
         from rlal.rundir import check_run_dir
 
         check_run_dir(out, overwrite=args.overwrite)  # before minutes of data loading, not after
+    from rlal.train.distributed import close, is_main_process
     from rlal.train.result import PrunedResult
     from rlal.train.run import fit
 
-    r = fit(config, out, overwrite=args.overwrite, resume=resume)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun the ranks share the warnings: rank 0 prints them
+        logging.getLogger("rlal").setLevel(logging.ERROR)
+    try:  # under torchrun: every rank runs this; rank 0 writes the run and prints its summary
+        r = fit(config, out, overwrite=args.overwrite, resume=resume)
+        if not is_main_process():
+            return 0
+    finally:
+        close()
     pruned = ""
     if isinstance(r, PrunedResult):
         pruned = f"{r.method}: pruned to {r.macs / r.dense_macs:.1%} of the dense MACs, "
@@ -390,6 +402,16 @@ def cmd_bench_quality(args: argparse.Namespace) -> int:
     return 0
 
 
+def _budget_text(config: RunConfig) -> str:
+    env = config.env
+    parts = [f"{env.target_macs:g} of its MACs"] if env.target_macs is not None else []
+    if env.target_latency is not None:
+        parts.append(f"{env.target_latency:g} of its latency")
+    elif env.target_latency_ms is not None:
+        parts.append(f"{env.target_latency_ms:g} ms per batch")
+    return " and ".join(parts)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     config = _run_config(args, default_config=DEMO_CONFIG)
     if config.method != "rlal":
@@ -400,7 +422,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     check_run_dir(args.out, overwrite=args.overwrite)  # an earlier demo run is replaced only when asked
     print(
         f"rlal demo: training {config.model.name} on {config.data.dataset} from scratch and pruning it to "
-        f"{config.env.target_macs:g} of its MACs in the same run ({config.train.epochs} epochs on "
+        f"{_budget_text(config)} in the same run ({config.train.epochs} epochs on "
         f"{config.data.train_subset or 'all'} training images).",
         flush=True,
     )
@@ -515,10 +537,12 @@ def cmd_bench_latency(args: argparse.Namespace) -> int:
         print(f"\n{m['path']}: {m['model']} {tuple(m['input_shape'])}, MACs {m['dense_macs'] / 1e6:.2f} M -> "
               f"{m['macs'] / 1e6:.2f} M ({m['macs'] / m['dense_macs']:.1%}), ideal speed-up "
               f"{m['ideal_speedup']:.2f}x")
-        print(f"  {'backend':<16} {'batch':>5}  {'dense':<26} {'pruned':<26} {'speed-up':>8}  of ideal")
+        print(f"  {'backend':<16} {'batch':>5}  {'dense':<26} {'pruned':<26} {'speed-up':>8}  of ideal  "
+              f"predicted (error)")
         for row in m["latency"]:
             print(f"  {row['backend']:<16} {row['batch']:>5}  {_latency_text(row['dense']):<26} "
-                  f"{_latency_text(row['pruned']):<26} {row['speedup']:>7.2f}x  {row['of_ideal']:>7.0%}")
+                  f"{_latency_text(row['pruned']):<26} {row['speedup']:>7.2f}x  {row['of_ideal']:>7.0%}  "
+                  f"{row['predicted_speedup']:>7.2f}x ({row['prediction_error']:+.0%})")
     return 0
 
 

@@ -118,6 +118,13 @@ class TrainConfig:
     """Show a progress bar per epoch."""
     threads: int | None = None
     """CPU threads for torch (None = torch's default)."""
+    sync_bn: bool = False
+    """Under ``torchrun`` with several processes: BatchNorm statistics computed over every rank's batch in
+    training steps (torch's SyncBatchNorm, CUDA only); off = each rank normalises by its own batch, as DDP
+    does by default. No effect in a single process. See docs/distributed.md."""
+    dist_timeout: float = 1800.0
+    """Under ``torchrun``: seconds a rank waits for the others in a collective before the job fails (a rank
+    that died without torchrun noticing)."""
 
 
 @dataclass
@@ -125,10 +132,34 @@ class EnvConfig:
     """The pruning environment: the MACs budget, how an action becomes a keep count, how sub-networks are
     scored (see :mod:`rlal.env`)."""
 
-    target_macs: float = 0.5
+    target_macs: float | None = 0.5
     """MACs budget of every sub-network: a fraction of the dense model's MACs if <= 1, else absolute MACs
     (one example at the dataset's input size). Must lie strictly between the smallest sub-network's MACs
-    and the dense MACs; the environment says the feasible range when it does not."""
+    and the dense MACs; the environment says the feasible range when it does not. null = no MACs budget
+    (then a latency budget is required)."""
+    target_latency: float | None = None
+    """Latency budget beside (or instead of) the MACs one: a fraction in (0, 1) of the dense model's latency,
+    measured on ``latency_backend`` at ``latency_batch`` (see :mod:`rlal.structure.latency`). Every plan of
+    the agent and of the baselines meets both budgets by the latency table's prediction."""
+    target_latency_ms: float | None = None
+    """The latency budget as an absolute time: milliseconds per batch of ``latency_batch`` (instead of
+    ``target_latency``)."""
+    latency_backend: Literal["auto", "torch-cpu", "onnxruntime-cpu", "torch-cuda"] = "auto"
+    """Where the latency budget is timed: ``auto`` = PyTorch on the run's device (``torch-cuda`` on a GPU,
+    else ``torch-cpu``); ``onnxruntime-cpu`` for a model deployed with ONNX Runtime."""
+    latency_batch: int = 64
+    """The batch size the model will be deployed at (latency is timed per batch of this many)."""
+    latency_threads: int | None = None
+    """CPU threads for the timings; None = ``train.threads`` (or torch's default). Time with the number the
+    model will be deployed with."""
+    latency_grid: int = 16
+    """Widths timed per conv axis: every width the layer can take when there are at most this many, else
+    this many evenly spaced (interpolated in between)."""
+    latency_runs: int = 15
+    """Timed calls per width (the median is kept)."""
+    latency_cache: str | None = None
+    """Directory of cached latency tables; None = ``$XDG_CACHE_HOME/rlal/latency`` (else
+    ``~/.cache/rlal/latency``); "" = no cache."""
     min_keep_ratio: float = 0.2
     """Smallest keep ratio of any layer: no plan can starve a layer below it."""
     action_mode: Literal["relative", "wall"] = "relative"
@@ -158,10 +189,30 @@ class EnvConfig:
     weights and batches (a baseline that removes most of the epoch-to-epoch drift from the reward's scale);
     ``accuracy``: the accuracy itself (the paper's reward)."""
 
+    @property
+    def latency_budget(self) -> bool:
+        """Whether a latency budget is set."""
+        return self.target_latency is not None or self.target_latency_ms is not None
+
     def validate(self, prefix: str = "env") -> EnvConfig:
         """Check ranges the type system cannot express; raise :class:`RlalError` naming the key."""
         checks: list[tuple[bool, str]] = [
-            (self.target_macs > 0, "target_macs must be > 0 (a fraction of the dense MACs, or MACs if > 1)"),
+            (self.target_macs is None or self.target_macs > 0,
+             "target_macs must be > 0 (a fraction of the dense MACs, or MACs if > 1)"),
+            (self.target_macs is not None or self.latency_budget,
+             "target_macs is null, so env.target_latency or env.target_latency_ms must be set"),
+            (self.target_latency is None or self.target_latency_ms is None,
+             "target_latency and target_latency_ms are two ways to give one budget: set only one"),
+            (self.target_latency is None or 0 < self.target_latency < 1,
+             "target_latency must be a fraction of the dense latency in (0, 1)"),
+            (self.target_latency_ms is None or self.target_latency_ms > 0,
+             "target_latency_ms must be > 0 (milliseconds per batch)"),
+            (self.latency_backend in ("auto", "torch-cpu", "onnxruntime-cpu", "torch-cuda"),
+             "latency_backend must be one of auto, torch-cpu, onnxruntime-cpu, torch-cuda"),
+            (self.latency_batch >= 1, "latency_batch must be >= 1"),
+            (self.latency_threads is None or self.latency_threads >= 1, "latency_threads must be >= 1"),
+            (self.latency_grid >= 2, "latency_grid must be >= 2"),
+            (self.latency_runs >= 1, "latency_runs must be >= 1"),
             (0 < self.min_keep_ratio <= 1, "min_keep_ratio must be in (0, 1]"),
             (self.action_mode in ("relative", "wall"), "action_mode must be one of relative, wall"),
             (self.action_range >= 1, "action_range must be >= 1"),
@@ -502,6 +553,7 @@ class RunConfig:
             (self.train.epochs >= 1, "train.epochs must be >= 1"),
             (self.train.eval_every >= 0, "train.eval_every must be >= 0"),
             (self.train.threads is None or self.train.threads >= 1, "train.threads must be >= 1"),
+            (self.train.dist_timeout > 0, "train.dist_timeout must be > 0 seconds"),
         ]
         for ok, message in checks:
             if not ok:

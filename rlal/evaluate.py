@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -27,7 +28,7 @@ from rlal.data.specs import IN_MEMORY
 from rlal.errors import RlalError
 from rlal.export import Backend, compare_latency, measure_latency
 from rlal.models import count_macs_params
-from rlal.structure import ArchSpec, load_pruned
+from rlal.structure import ArchSpec, Plan, find_layers, load_pruned
 from rlal.structure.io import SPEC_FILE
 
 PRUNED_DIR = "pruned"
@@ -59,6 +60,29 @@ class SavedPruned:
         """The dense model the pruned one was cut from, freshly initialised (for MACs and timing only),
         in eval mode."""
         return ArchSpec.from_dict(self.spec["arch"]).build(trust_factory=self.trust_factory).eval()
+
+
+def _predicted(saved: SavedPruned, dense: nn.Module, backend: str, batch: int, runs: int) -> dict[str, Any]:
+    """The latency table's prediction for the saved plan on ``backend`` at ``batch``: the table of the run's
+    own budget settings (``env.min_keep_ratio``, ``env.round_to``, ``env.latency_grid``; defaults without a
+    run directory), read from the cache or timed (see :mod:`rlal.structure.latency`)."""
+    from rlal.config import EnvConfig
+    from rlal.env import allowed_counts
+    from rlal.structure.latency import LatencyModel
+
+    env = EnvConfig()
+    if saved.run_dir is not None:
+        with contextlib.suppress(RlalError):
+            env = load_config(saved.run_dir / CONFIG_FILE).env
+    structure = find_layers(dense, saved.input_shape, policy=saved.spec.get("policy", "internal"))
+    plan = Plan.from_keep_counts(structure, [int(saved.spec["keep"][name]) for name in structure.names])
+    allowed = [np.union1d(allowed_counts(layer.channels, env.min_keep_ratio, env.round_to), [k])
+               for layer, k in zip(structure.layers, plan.array(), strict=True)]
+    table = LatencyModel.build(structure, allowed, backend=backend, batch=batch, grid=env.latency_grid,
+                               runs=min(runs, env.latency_runs), cache_dir=env.latency_cache)
+    predicted = table.of(plan)
+    return {"predicted_ms": predicted, "table_dense_ms": table.dense_ms,
+            "predicted_speedup": table.dense_ms / predicted}
 
 
 def locate_pruned(path: str | Path) -> tuple[Path, Path | None]:
@@ -241,11 +265,16 @@ def bench_pruned(
     warmup: int = 10,
     runs: int = 50,
     trust_factory: bool = False,
+    predict: bool = True,
 ) -> dict[str, Any]:
     """Dense vs pruned latency of the pruned model at ``path`` on each backend (see
     :func:`rlal.export.compare_latency`), with the ideal speed-up (dense MACs / pruned MACs) and the
     fraction of it achieved. The dense model is rebuilt from the spec with fresh weights: latency does not
-    depend on the weights' values. ``trust_factory``: see :func:`open_pruned`."""
+    depend on the weights' values. ``trust_factory``: see :func:`open_pruned`.
+
+    With ``predict``, each row also carries the latency table's prediction for the plan (see
+    :func:`_predicted`): ``predicted_speedup`` and ``prediction_error`` (predicted / measured speed-up,
+    minus 1)."""
     saved = open_pruned(path, trust_factory=trust_factory)
     dense = saved.dense()
     macs, params = count_macs_params(saved.model, saved.input_shape)
@@ -255,6 +284,9 @@ def bench_pruned(
                            warmup=warmup, runs=runs)
     for row in rows:
         row["of_ideal"] = row["speedup"] / ideal
+        if predict:
+            row.update(_predicted(saved, dense, row["backend"], row["batch"], runs))
+            row["prediction_error"] = row["predicted_speedup"] / row["speedup"] - 1
     return {
         "path": str(saved.directory), "model": saved.name, "input_shape": list(saved.input_shape),
         "dense_macs": dense_macs, "macs": macs, "dense_params": dense_params, "params": params,

@@ -54,9 +54,11 @@ RUN_MARKERS = ("metrics.jsonl", "result.json")
 
 LOCK_FILE = "run.lock"
 
+LATENCY_FILE = "latency.json"
+"""A run's latency table (runs with a latency budget; see :mod:`rlal.structure.latency`)."""
 RUN_FILES = (
     "config.yaml", "run.json", "metrics.jsonl", POINTER, "episodes.json", WIDTHS_FILE, REPORT_FILE,
-    "model.safetensors", "model.json", "result.json",
+    "model.safetensors", "model.json", "result.json", LATENCY_FILE,
 )
 """The files a run writes at the top of its directory (see the README's table)."""
 RUN_DIRS = ("pruned", PLOTS_DIR)
@@ -208,6 +210,7 @@ def load_run_config(run_dir: Path) -> RunConfig:
 
 RELOCATABLE = frozenset({
     "data.data_dir", "data.cache_dir", "data.workers", "train.device", "train.progress", "train.threads",
+    "train.dist_timeout",
 })
 """Keys a resumed run may change: where the files are and where it runs, not what it computes."""
 
@@ -233,6 +236,11 @@ def check_same_config(run_dir: Path, config: RunConfig, what: str) -> None:
             f"a run continues only with its own config; undo the change, or start a new run with it "
             f"(another --out, or --overwrite)"
         )
+
+
+def config_differences(a: RunConfig, b: RunConfig) -> list[str]:
+    """The dotted keys whose values differ between two configs."""
+    return [key for key, _, _ in _differences(_plain(a), _plain(b))]
 
 
 def _differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[tuple[str, Any, Any]]:

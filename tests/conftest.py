@@ -16,3 +16,10 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Latency tables (and anything else cached under ``$XDG_CACHE_HOME``) go to a temporary directory, never
+    the user's ``~/.cache``: a test must neither read a table timed elsewhere nor leave one behind."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "xdg-cache"))

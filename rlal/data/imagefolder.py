@@ -97,11 +97,15 @@ class ImageFolderDataset(Dataset):
 class EpochSampler(Sampler[tuple[int, int]]):
     """Yields ``(index, augmentation seed)``; order and seeds depend only on ``(seed, epoch)``."""
 
-    def __init__(self, num_samples: int, shuffle: bool, seed: int) -> None:
-        self.num_samples = num_samples
+    def __init__(
+        self, num_samples: int, shuffle: bool, seed: int, rank: int = 0, world_size: int = 1
+    ) -> None:
+        self.num_samples = num_samples // world_size
         self.shuffle = shuffle
         self.seed = seed
         self.epoch = 0
+        self.rank, self.world_size = rank, world_size
+        self._total = num_samples
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -111,9 +115,12 @@ class EpochSampler(Sampler[tuple[int, int]]):
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         generator = seeded_generator(self.seed, self.epoch)
-        n = self.num_samples
+        n = self._total
         order = torch.randperm(n, generator=generator) if self.shuffle else torch.arange(n)
         seeds = torch.randint(0, 2**62, (n,), generator=generator)
+        if self.world_size > 1:  # this rank's deal of the whole epoch, as DistributedSampler's
+            part = slice(self.rank, self.num_samples * self.world_size, self.world_size)
+            order, seeds = order[part], seeds[part]
         return zip(order.tolist(), seeds.tolist(), strict=True)
 
 
@@ -139,18 +146,23 @@ class ImageFolderLoader:
         workers: int = 0,
         seed: int = 0,
         channels_last: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         self.dataset = dataset
-        self.num_samples = len(dataset)
+        self.num_samples = len(dataset) // world_size
         self.device = device
         self.channels_last = channels_last
-        self._sampler = EpochSampler(len(dataset), shuffle, seed)
+        self._options = {"batch_size": batch_size, "device": device, "mean": mean, "std": std,
+                         "shuffle": shuffle, "drop_last": drop_last, "workers": workers, "seed": seed,
+                         "channels_last": channels_last}
+        self._sampler = EpochSampler(len(dataset), shuffle, seed, rank, world_size)
         workers = workers if len(dataset) else 0  # no processes for an empty split
         self._loader = DataLoader(
             dataset,
             batch_size=batch_size,
             sampler=self._sampler,
-            drop_last=drop_last and len(dataset) >= batch_size,
+            drop_last=drop_last and self.num_samples >= batch_size,
             num_workers=workers,
             pin_memory=device.type == "cuda",
             persistent_workers=workers > 0,
@@ -160,6 +172,12 @@ class ImageFolderLoader:
 
     def __len__(self) -> int:
         return len(self._loader)
+
+    def shard(self, rank: int, world_size: int) -> ImageFolderLoader:
+        """A loader of the same images and options that yields ``rank``'s share of every epoch (of
+        ``world_size`` data-parallel ranks): the epoch's order cut to a multiple of ``world_size`` and dealt
+        out rank by rank, as DistributedSampler does; each image keeps its augmentation seed."""
+        return ImageFolderLoader(self.dataset, **self._options, rank=rank, world_size=world_size)
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose order and augmentation the next iteration produces."""

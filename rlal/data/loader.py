@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 
 import torch
@@ -22,6 +23,8 @@ class DeviceLoader:
     loaders can share one device copy. With ``drop_last`` the last incomplete batch is dropped,
     but only when there is at least one full batch (BatchNorm cannot train on a batch of one, and an
     epoch with no batch at all would train nothing).
+
+    :meth:`shard` gives one rank's part of every epoch for data-parallel training.
     """
 
     def __init__(
@@ -51,6 +54,7 @@ class DeviceLoader:
         # None = all images in order: batches are then slices, not gathers.
         self._indices = None if indices is None else indices.to(self.device, torch.int64)
         self.num_samples = len(images) if indices is None else len(indices)
+        self._total = self.num_samples  # the whole epoch's images, before any shard
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.drop_last = drop_last and self.num_samples >= batch_size
@@ -58,7 +62,22 @@ class DeviceLoader:
         self.seed = seed
         self.channels_last = channels_last
         self.epoch = 0
+        self.rank, self.world_size = 0, 1
         self._scale, self._bias = normalizer(mean, std, self.device)
+
+    def shard(self, rank: int, world_size: int) -> DeviceLoader:
+        """This loader's share for ``rank`` of ``world_size`` data-parallel ranks (sharing the images): each
+        epoch's order is the one a single loader would take, cut to a multiple of ``world_size`` and dealt
+        out rank by rank (``order[rank::world_size]``, as DistributedSampler does), so the ranks see
+        disjoint, equally many images and take the same number of steps. Every image gets its own
+        augmentation numbers."""
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in [0, {world_size}), got {rank}")
+        part = copy.copy(self)
+        part.rank, part.world_size = rank, world_size
+        part.num_samples = self.num_samples // world_size
+        part.drop_last = self.drop_last and part.num_samples >= self.batch_size
+        return part
 
     def __len__(self) -> int:
         full, rest = divmod(self.num_samples, self.batch_size)
@@ -71,13 +90,23 @@ class DeviceLoader:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         generator = seeded_generator(self.seed, self.epoch)
         order = self._indices
+        total = self.num_samples * self.world_size  # a shard's epoch is dealt from the whole one
         if self.shuffle:
-            perm = torch.randperm(self.num_samples, generator=generator).to(self.device, non_blocking=True)
+            perm = torch.randperm(self._total, generator=generator).to(self.device, non_blocking=True)
             order = perm if order is None else order[perm]
+        if self.world_size > 1:
+            if order is None:
+                order = torch.arange(self._total, device=self.device)
+            order = order[:total][self.rank :: self.world_size]
         bs = self.batch_size
         sizes = [min(bs, self.num_samples - k * bs) for k in range(len(self))]
         draws = None
-        if self.augment is not None and sizes:
+        if self.augment is not None and sizes and self.world_size > 1:
+            # Numbers for every image of the whole epoch, each rank taking its images' columns: ranks would
+            # otherwise crop their different images alike.
+            draws = draw_crop_flip(total, self.augment, generator)[:, self.rank :: self.world_size]
+            draws = draws[:, : sum(sizes)].to(self.device)
+        elif self.augment is not None and sizes:
             # The whole epoch's crop and flip numbers in one host-to-device copy, drawn in the order a
             # per-batch draw would take them (same numbers): a copy from pageable host memory every step
             # may make the host wait for the GPU's queue (CUDA's cudaMemcpyAsync notes), and it costs a

@@ -38,32 +38,61 @@ target, :meth:`Budget.uniform_plan`)::
 with one common scale ``s``, the largest whose plan fits the target (:meth:`Budget.on_budget`, a bisection:
 the cost is monotone in ``s``). So every episode lands on the budget, no layer falls below the floor, and
 an agent that has learned nothing (every action 0.5) proposes the uniform plan.
+
+**A latency budget** (``env.target_latency``, beside or instead of the MACs one) enters every one of these
+checks the same way: a keep vector *fits* when its MACs meet the MACs target and its latency, predicted by
+the run's :class:`~rlal.structure.latency.LatencyModel`, meets the latency target. That model is monotone in
+every keep count by construction, so the wall's argument and the bisections hold for both budgets.
 """
 
 from __future__ import annotations
 
+import copy
 import math
+from pathlib import Path
+from typing import Any
 
 import numpy as np
+import torch
+from torch import nn
 
+from rlal.config import EnvConfig
 from rlal.errors import RlalError
 from rlal.structure import Plan, Structure
+from rlal.structure.latency import LatencyModel
 from rlal.structure.trace import model_label
 
 
 class Budget:
-    """The MACs target of one structure, the allowed keep counts of its layers, and the action wall."""
+    """The MACs (and latency) target of one structure, the allowed keep counts of its layers, and the action
+    wall."""
 
     def __init__(
-        self, structure: Structure, target_macs: float, min_keep_ratio: float = 0.1, round_to: int = 1
+        self, structure: Structure, target_macs: float | None, min_keep_ratio: float = 0.1, round_to: int = 1,
+        *, latency: LatencyModel | None = None, target_latency: float | None = None,
+        target_latency_ms: float | None = None,
     ) -> None:
         self.structure = structure
         self.cost = structure.cost
         self.min_keep_ratio = float(min_keep_ratio)
         self.round_to = int(round_to)
         self.dense_macs: int = self.cost.dense_macs
-        self.target_macs: int = resolve_target(target_macs, self.dense_macs)
+        self.macs_budget = target_macs is not None
+        """Whether there is a MACs budget (without one, ``target_macs`` is the dense MACs)."""
+        self.target_macs: int = (resolve_target(target_macs, self.dense_macs) if target_macs is not None
+                                 else self.dense_macs)
         """The budget in MACs: every finished episode's sub-network costs at most this."""
+        self.latency = latency
+        """The latency model of a latency budget (None: MACs only)."""
+        self.target_latency_ms: float | None = None
+        """The latency budget in ms per batch (None: none)."""
+        if (target_latency is not None or target_latency_ms is not None) and latency is None:
+            raise ValueError("a latency target needs a latency model")
+        if latency is not None:
+            if target_latency is None and target_latency_ms is None:
+                raise ValueError("a latency model without a latency target")
+            self.target_latency_ms = (float(target_latency_ms) if target_latency_ms is not None
+                                      else float(target_latency) * latency.dense_ms)
         self.allowed: list[np.ndarray] = [
             allowed_counts(layer.channels, self.min_keep_ratio, self.round_to) for layer in structure.layers
         ]
@@ -72,7 +101,22 @@ class Budget:
         """Per layer, the count of action 0."""
         self.min_macs: int = int(self.cost.macs(self.min_keep))
         """MACs of the smallest sub-network (every layer at its minimum count)."""
-        self._check_feasible(target_macs)
+        if self.macs_budget:
+            self._check_feasible(target_macs)
+        if latency is not None:
+            self._check_latency_feasible(target_latency, target_latency_ms)
+
+    def fits(self, keep: np.ndarray) -> np.ndarray:
+        """Whether keep counts of shape (L,) (a 0-d bool array) or (B, L) (a vector) meet every budget."""
+        ok = self.cost.macs(keep) <= self.target_macs
+        if self.latency is not None:
+            assert self.target_latency_ms is not None
+            ok = ok & (self.latency.predict(keep) <= self.target_latency_ms * (1 + 1e-12))
+        return ok
+
+    def latency_of(self, keep: np.ndarray) -> float | None:
+        """Predicted latency (ms per batch) of keep counts, or None without a latency budget."""
+        return None if self.latency is None else float(self.latency.predict(np.asarray(keep)))
 
     @property
     def target_ratio(self) -> float:
@@ -110,11 +154,11 @@ class Budget:
             return self.nearest_counts(np.clip(scale * preference, self.min_keep_ratio, 1.0))
 
         low, high = 0.0, 1.0 / preference.min()  # every layer at its floor / every layer whole
-        if self.cost.macs(counts_at(high)) <= self.target_macs:  # cannot happen below the dense MACs
+        if self.fits(counts_at(high)):  # cannot happen below the dense model's cost
             return counts_at(high)
         for _ in range(50):  # the counts are a step function of the scale: 2^-50 is far below one step
             middle = (low + high) / 2
-            fits = self.cost.macs(counts_at(middle)) <= self.target_macs
+            fits = self.fits(counts_at(middle))
             low, high = (middle, high) if fits else (low, middle)
         return counts_at(low)
 
@@ -127,13 +171,16 @@ class Budget:
             return Plan.from_keep_ratios(self.structure, ratio, round_to=self.round_to)
 
         def fits(ratio: float) -> bool:
-            return self.cost.of(plan_at(ratio))[0] <= self.target_macs
+            return bool(self.fits(plan_at(ratio).array()))
 
         low, high = self.min_keep_ratio, 1.0
         if not fits(low):
+            smallest = plan_at(low)
+            latency = self.latency_of(smallest.array())
             raise RlalError(
-                f"no keep ratio common to every layer meets env.target_macs ({self.target_macs:,} MACs): "
-                f"even env.min_keep_ratio={low:g} in every layer costs {self.cost.of(plan_at(low))[0]:,} MACs"
+                f"no keep ratio common to every layer meets the budget ({self.describe_targets()}): even "
+                f"env.min_keep_ratio={low:g} in every layer costs {self.cost.of(smallest)[0]:,} MACs"
+                + (f" and {latency:.3f} ms" if latency is not None else "")
             )
         for _ in range(40):  # 2^-40: far below one channel of any layer
             middle = (low + high) / 2
@@ -153,12 +200,12 @@ class Budget:
         trial = keep.astype(np.int64, copy=True)
         trial[layer + 1 :] = self.min_keep[layer + 1 :]
         trial[layer] = count
-        if self.cost.macs(trial) <= self.target_macs:  # the usual case: one row priced
+        if self.fits(trial):  # the usual case: one row priced
             return count
         candidates = self.allowed[layer][self.allowed[layer] < count]
         rows = np.repeat(trial[None, :], len(candidates), axis=0)
         rows[:, layer] = candidates
-        fits = np.flatnonzero(self.cost.macs(rows) <= self.target_macs)
+        fits = np.flatnonzero(self.fits(rows))
         if len(fits) == 0:  # cannot happen: the previous step priced the minimum count of this layer
             raise RuntimeError(f"action wall: no keep count of layer {layer} fits the target (a bug)")
         return int(candidates[fits[-1]])
@@ -192,6 +239,100 @@ class Budget:
             f"{given} {why}; feasible targets lie in [{low:.4f}, 1) as a fraction of the dense MACs, "
             f"or in [{self.min_macs:,}, {self.dense_macs:,}) MACs"
         )
+
+
+    def describe_targets(self) -> str:
+        """The budgets in words, e.g. ``15,510,976 MACs, 11.200 ms per batch of 64``."""
+        parts = [f"{self.target_macs:,} MACs"] if self.macs_budget else []
+        if self.latency is not None:
+            parts.append(f"{self.target_latency_ms:.3f} ms per batch of {self.latency.batch} on "
+                         f"{self.latency.backend}")
+        return ", ".join(parts)
+
+    def _check_latency_feasible(self, target_latency: float | None, target_latency_ms: float | None) -> None:
+        """Raise :class:`RlalError` with the feasible range unless the smallest sub-network's predicted
+        latency <= target < the dense model's."""
+        latency, target = self.latency, self.target_latency_ms
+        assert latency is not None and target is not None
+        fastest = float(latency.predict(self.min_keep))
+        if fastest <= target < latency.dense_ms:
+            return
+        given = (f"env.target_latency={target_latency:g}" if target_latency is not None
+                 else f"env.target_latency_ms={target_latency_ms:g}")
+        why = ("is not below the dense model's" if target >= latency.dense_ms
+               else "is below the smallest sub-network's")
+        raise RlalError(
+            f"{given} ({target:.3f} ms per batch of {latency.batch} on {latency.backend}) {why} latency; "
+            f"feasible latency targets lie in [{math.ceil(fastest / latency.dense_ms * 1e4) / 1e4:.4f}, 1) "
+            f"of the dense model's {latency.dense_ms:.3f} ms, or in "
+            f"[{fastest:.3f}, {latency.dense_ms:.3f}) ms "
+            f"(every prunable layer at min_keep_ratio={self.min_keep_ratio:g}, round_to={self.round_to})"
+        )
+
+
+def make_budget(
+    structure: Structure, cfg: EnvConfig, *, device: str = "cpu", threads: int | None = None,
+    stored: Path | dict[str, Any] | None = None,
+) -> Budget:
+    """The budget ``cfg`` asks for on ``structure``: the MACs target and, when ``env.target_latency`` (or
+    ``target_latency_ms``) is set, a latency target priced by a latency table timed on ``device``'s backend
+    (or read from ``stored``, a table file or table, or from the cache; see :mod:`rlal.structure.latency`).
+    An infeasible target raises :class:`RlalError` with the feasible range."""
+    latency = None
+    if cfg.latency_budget:
+        allowed = [allowed_counts(layer.channels, cfg.min_keep_ratio, cfg.round_to)
+                   for layer in structure.layers]
+        latency = LatencyModel.build(
+            structure, allowed, backend=latency_backend(cfg, device), batch=cfg.latency_batch,
+            threads=cfg.latency_threads or threads, grid=cfg.latency_grid, runs=cfg.latency_runs,
+            cache_dir=cfg.latency_cache, stored=stored,
+        )
+    return Budget(structure, cfg.target_macs, cfg.min_keep_ratio, cfg.round_to, latency=latency,
+                  target_latency=cfg.target_latency, target_latency_ms=cfg.target_latency_ms)
+
+
+def latency_check(budget: Budget, plan: Plan, small: nn.Module) -> dict[str, Any]:
+    """``{"latency": ...}`` for a run's ``result.json`` when ``budget`` has a latency target, else ``{}``:
+    the target, the plan's predicted latency, and the latency of ``small`` (the cut model) and of the dense
+    model measured now, interleaved, on the budget's backend; whether the target was met by the prediction
+    and by the measurement (which also carries the machine's noise)."""
+    latency, target = budget.latency, budget.target_latency_ms
+    if latency is None or target is None:
+        return {}
+    from rlal.export import compare_latency
+
+    dense = copy.deepcopy(budget.structure.model).cpu().eval()
+    pruned = copy.deepcopy(small).cpu().eval()
+    backend = latency.backend
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(int(latency.meta["threads"]))
+    try:
+        row = compare_latency(dense, pruned, budget.structure.input_shape, batches=[latency.batch],
+                              backends=[backend], warmup=5, runs=30)[0]
+    finally:
+        torch.set_num_threads(threads_before)
+    predicted = latency.of(plan)
+    measured, dense_now = row["pruned"]["median_ms"], row["dense"]["median_ms"]
+    # The table's dense time and the one measured now differ by the machine's drift; the ratio carries over.
+    measured_ratio = measured / dense_now
+    return {"latency": {
+        "backend": backend, "batch": latency.batch, "threads": int(latency.meta["threads"]),
+        "target_ms": target, "target_ratio": target / latency.dense_ms, "table_dense_ms": latency.dense_ms,
+        "predicted_ms": predicted, "predicted_ratio": predicted / latency.dense_ms,
+        "measured_ms": measured, "measured_dense_ms": dense_now, "measured_ratio": measured_ratio,
+        "speedup": dense_now / measured, "predicted_error": predicted / latency.dense_ms / measured_ratio - 1,
+        "met_predicted": bool(predicted <= target * (1 + 1e-9)),
+        "met_measured": bool(measured_ratio <= target / latency.dense_ms),
+    }}  # fmt: skip
+
+
+def latency_backend(cfg: EnvConfig, device: str = "cpu") -> str:
+    """``env.latency_backend`` resolved: ``auto`` is PyTorch on the run's device."""
+    if cfg.latency_backend != "auto":
+        if cfg.latency_backend == "torch-cuda" and not str(device).startswith("cuda"):
+            raise RlalError("env.latency_backend=torch-cuda needs the run on a CUDA device")
+        return cfg.latency_backend
+    return "torch-cuda" if str(device).startswith("cuda") else "torch-cpu"
 
 
 def resolve_target(target_macs: float, dense_macs: int) -> int:

@@ -51,7 +51,7 @@ import torch
 
 from rlal.agent.episode import Episode
 from rlal.config import EnvConfig
-from rlal.env.budget import Budget
+from rlal.env.budget import Budget, make_budget
 from rlal.errors import RlalError
 from rlal.structure import Plan, Structure
 
@@ -85,7 +85,9 @@ class PruningEnv:
 
     state_dim = len(STATE_FEATURES)
 
-    def __init__(self, structure: Structure, cfg: EnvConfig, scorer: Scorer | None = None) -> None:
+    def __init__(
+        self, structure: Structure, cfg: EnvConfig, scorer: Scorer | None = None, budget: Budget | None = None
+    ) -> None:
         cfg.validate()
         if structure.policy != cfg.policy:
             raise RlalError(
@@ -94,7 +96,7 @@ class PruningEnv:
         self.structure = structure
         self.cfg = cfg
         self.scorer = scorer
-        self.budget = Budget(structure, cfg.target_macs, cfg.min_keep_ratio, cfg.round_to)
+        self.budget = budget if budget is not None else make_budget(structure, cfg)
         self.uniform_plan, self.uniform_ratio = self.budget.uniform_plan()
         """The uniform baseline's plan: relative actions tilt away from it, ``vs-uniform`` rewards beat it."""
         self.uniform_reward = float("nan")
@@ -161,8 +163,9 @@ class PruningEnv:
         if self.relative:
             self._keep = self.budget.on_budget(self._preference)
         macs = int(self.budget.cost.macs(self._keep))
-        if macs > self.budget.target_macs:  # the wall and on_budget guarantee this never happens
-            raise RuntimeError(f"episode exceeds the budget: {macs} > {self.budget.target_macs} MACs (a bug)")
+        if not self.budget.fits(self._keep):  # the wall and on_budget guarantee this never happens
+            raise RuntimeError(f"episode exceeds the budget ({self.budget.describe_targets()}): "
+                               f"{macs:,} MACs, {self.budget.latency_of(self._keep)} ms (a bug)")
         plan = self.plan_of(self._keep)
         reward = float("nan") if self.scorer is None else self.score(plan)
         episode = Episode(

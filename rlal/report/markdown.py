@@ -224,6 +224,9 @@ def _summary(files: RunFiles) -> list[str]:
             given = r["target_macs"]
             share = f"{given:g} of the dense MACs" if given <= 1 else f"given as {_int(given)} MACs"
             lines += ["", f"MACs target: {_int(target)} MACs ({share}); met: {met}."]
+        elif files.result.get("target_macs", 0) is None:
+            lines += ["", "MACs target: none (a latency budget only)."]
+        lines += _latency_budget(r.get("latency"))
     else:
         rows = [["MACs", _int(r.get("macs"))], ["params", _int(r.get("params"))],
                 ["test accuracy (%)", _num(r.get("test_acc"), ".2f")]]
@@ -357,6 +360,29 @@ def _rewards(files: RunFiles) -> tuple[dict[int, list[float | None]], str]:
         return {search_epochs[t]: values for t, values in by_t.items()}, "epoch"
     # metrics.jsonl lacks some search epochs: keep the episodes' own key rather than guess an epoch
     return dict(by_t), "search epoch index t"
+
+
+def _latency_budget(latency: Any) -> list[str]:
+    """The latency budget's lines (runs with one): target, predicted and measured latency, whether met."""
+    if not isinstance(latency, dict):
+        return []
+    yes = lambda ok: "missing" if ok is None else ("yes" if ok else "NO")  # noqa: E731
+    rows = [
+        ["target", _num(latency.get("target_ms"), ".3f"), _num(latency.get("target_ratio"), ".3f"), ""],
+        ["predicted by the table", _num(latency.get("predicted_ms"), ".3f"),
+         _num(latency.get("predicted_ratio"), ".3f"), yes(latency.get("met_predicted"))],
+        ["measured after the run", _num(latency.get("measured_ms"), ".3f"),
+         _num(latency.get("measured_ratio"), ".3f"), yes(latency.get("met_measured"))],
+    ]
+    error = latency.get("predicted_error")
+    error = 100 * error if _is_number(error) else None
+    where = (f"{_text(latency.get('backend'))}, batch {_text(latency.get('batch'))}, "
+             f"{_text(latency.get('threads'))} thread(s)")
+    return ["", f"Latency budget ({where}; ms per batch, and the fraction of the dense model's):", "",
+            *_table(["", "ms", "of dense", "met"], rows), "",
+            f"Measured speed-up {_num(latency.get('speedup'), '.2f')}x (dense "
+            f"{_num(latency.get('measured_dense_ms'), '.3f')} ms timed alongside); the table's prediction "
+            f"was off by {_num(error, '+.1f')}%."]
 
 
 def _target(files: RunFiles) -> int | None:

@@ -89,6 +89,8 @@ class CostModel:
         norm_params = sum(p.numel() for name in per_channel for p in modules[name].parameters(recurse=False))
         total_params = sum(p.numel() for p in model.parameters())
 
+        self.counted: tuple[str, ...] = tuple(counted)
+        """The conv and linear modules whose MACs are counted, in module order (columns of :meth:`widths`)."""
         self._channels = structure.channels.astype(np.float64)
         self._out0, self._in0, self._ch0 = out0, in0, ch0
         self._out_drop, self._in_drop, self._ch_drop = out_drop, in_drop, ch_drop
@@ -131,6 +133,19 @@ class CostModel:
         )
         macs, params = np.rint(macs).astype(np.int64), np.rint(params).astype(np.int64)
         return (macs[0], params[0]) if single else (macs, params)
+
+    def widths(self, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(out, in)``: each counted module's output channels and input channels per group (columns as
+        :attr:`counted`) for keep counts ``keep`` of shape (B, L), each a (B, M) float64 array of integers.
+        Counts are not checked here (see :meth:`evaluate`)."""
+        dropped = self._channels - np.atleast_2d(np.asarray(keep, dtype=np.float64))
+        return self._out0 - dropped @ self._out_drop, self._in0 - dropped @ self._in_drop
+
+    def governing(self, module: str) -> tuple[np.ndarray, np.ndarray]:
+        """How the layers' dropped channels shrink ``module``: per layer, output positions dropped per
+        dropped channel and input positions (per group) dropped per dropped channel, two (L,) arrays."""
+        j = self.counted.index(module)
+        return self._out_drop[:, j].copy(), self._in_drop[:, j].copy()
 
     def macs(self, keep: np.ndarray) -> np.ndarray:
         """MACs only (see :meth:`evaluate`)."""

@@ -42,7 +42,7 @@ from torch import nn
 from rlal.checkpoint import load_weights, write_json
 from rlal.config import BASELINE_METHODS, OptimConfig, RunConfig
 from rlal.data import Data
-from rlal.env import Budget
+from rlal.env import Budget, latency_check, make_budget, shared_latency_table
 from rlal.errors import RlalError
 from rlal.report.markdown import write_report
 from rlal.report.metrics import MetricsWriter
@@ -61,6 +61,7 @@ from rlal.structure import (
 from rlal.structure.masks import remove_inert_hooks
 from rlal.structure.trace import COUNTED_TYPES
 from rlal.train.dense import epoch_record, format_epoch, input_shape, model_arch, place, setup
+from rlal.train.distributed import SilentMetrics, shard
 from rlal.train.epoch import EpochStats, evaluate, train_one_epoch
 from rlal.train.optim import build_optimizer, build_scheduler
 from rlal.train.result import PrunedResult
@@ -101,7 +102,7 @@ def _fit_uniform(config: RunConfig, out: Path, overwrite: bool) -> PrunedResult:
     start = time.perf_counter()
     runtime, data, model = setup(config)
     structure = find_layers(model, input_shape(data), policy=config.env.policy)
-    budget = _budget(structure, config)  # an infeasible target fails here, before the run directory
+    budget = _budget(structure, config, runtime)  # an infeasible target fails here, before the run directory
     selection = uniform_plan(structure, budget)
     small = place(cut(structure, selection.plan, criterion=config.env.criterion), runtime)
 
@@ -110,7 +111,9 @@ def _fit_uniform(config: RunConfig, out: Path, overwrite: bool) -> PrunedResult:
     test = _train_phase(small, data, runtime, config, config.optim, metrics, phase="train",
                         first=1, epochs=config.train.epochs, total=config.train.epochs)
     return _finish("uniform", config, start, run_dir, data, structure, selection, small, test,
-                   epochs=config.train.epochs, extra={"keep_ratio": selection.searched})
+                   epochs=config.train.epochs, runtime=runtime,
+                   extra={"keep_ratio": selection.searched,
+                          **_latency_figures(budget, selection.plan, small, runtime)})
 
 
 def fit_magnitude(config: RunConfig, out: Path, *, overwrite: bool = False) -> PrunedResult:
@@ -197,7 +200,7 @@ def depgraph_plan(structure: Structure, budget: Budget) -> Selection:
         return plan, kept
 
     def fits(n_pruned: int) -> bool:
-        return structure.cost.of(select(n_pruned)[0])[0] <= budget.target_macs
+        return bool(budget.fits(select(n_pruned)[0].array()))
 
     low, high = 0, total  # dense does not fit (the budget checked it); pruning everything gives the minimum
     if not fits(high):
@@ -240,7 +243,7 @@ def _three_stage(method: str, config: RunConfig, out: Path, overwrite: bool) -> 
     start = time.perf_counter()
     runtime, data, model = setup(config)
     structure = find_layers(model, input_shape(data), policy=config.env.policy)
-    budget = _budget(structure, config)
+    budget = _budget(structure, config, runtime)
     b = config.baseline
     dense_epochs = _read_dense_run(Path(b.dense_run), config, data) if b.dense_run else None
     if method == "magnitude":
@@ -275,16 +278,22 @@ def _three_stage(method: str, config: RunConfig, out: Path, overwrite: bool) -> 
     test = _train_phase(small, data, runtime, config, finetune_optim, metrics, phase="fine-tune",
                         first=pretrain + 1, epochs=finetune, total=total)
     extra = {"pretrain_epochs": pretrain, "finetune_epochs": finetune, "finetune_lr": finetune_optim.lr,
-             "dense_run": b.dense_run, **at_prune}
+             "dense_run": b.dense_run, **at_prune, **_latency_figures(budget, selection.plan, small, runtime)}
     return _finish(method, config, start, run_dir, data, structure, selection, small, test, epochs=total,
-                   extra=extra)
+                   extra=extra, runtime=runtime)
 
 
-def _budget(structure: Structure, config: RunConfig) -> Budget:
-    """The joint method's budget: the same target, minimum widths and rounding (and the same error with
-    the feasible range for an infeasible target)."""
-    env = config.env
-    return Budget(structure, env.target_macs, env.min_keep_ratio, env.round_to)
+def _latency_figures(budget: Budget, plan: Plan, small: nn.Module, runtime: Runtime) -> dict[str, Any]:
+    """The latency check of a run with a latency budget (:func:`rlal.env.latency_check`), timed on rank 0
+    alone (it alone writes ``result.json``)."""
+    return latency_check(budget, plan, small) if runtime.dist.is_main else {}
+
+
+def _budget(structure: Structure, config: RunConfig, runtime: Runtime) -> Budget:
+    """The joint method's budget: the same targets (MACs, and latency when set), minimum widths and rounding
+    (and the same error with the feasible range for an infeasible target)."""
+    table = shared_latency_table(structure, config.env, runtime)  # rank 0's, on every rank
+    return make_budget(structure, config.env, device=str(runtime.device), stored=table)
 
 
 def _read_dense_run(run: Path, config: RunConfig, data: Data) -> int:
@@ -313,9 +322,13 @@ def _read_dense_run(run: Path, config: RunConfig, data: Data) -> int:
 def _start_run(
     config: RunConfig, out: Path, overwrite: bool, runtime: Runtime, data: Data
 ) -> tuple[Path, MetricsWriter]:
-    run_dir = prepare_run_dir(out, overwrite=overwrite)
-    write_run_header(run_dir, config, {"device": runtime.describe(), "data_source": data.source})
-    return run_dir, MetricsWriter(run_dir / "metrics.jsonl")
+    def start() -> Path:
+        run_dir = prepare_run_dir(out, overwrite=overwrite)
+        write_run_header(run_dir, config, {"device": runtime.describe(), "data_source": data.source})
+        return run_dir
+
+    run_dir = runtime.dist.on_main(start)  # rank 0 alone writes the run directory
+    return run_dir, MetricsWriter(run_dir / "metrics.jsonl") if runtime.dist.is_main else SilentMetrics(0)
 
 
 def _train_phase(
@@ -324,20 +337,26 @@ def _train_phase(
 ) -> EpochStats:
     """Train ``model`` for ``epochs`` epochs numbered from ``first`` (of ``total``) on a fresh optimiser and
     a full schedule of ``optim``; test every ``train.eval_every`` epochs and after the last. The last test."""
+    dist = runtime.dist
+    train = shard(data.train, dist)  # this rank's part of every epoch (all of it in a single process)
+    step = dist.wrap(model, config.train.sync_bn)
     optimizer = build_optimizer(model, optim)
-    scheduler = build_scheduler(optimizer, optim, epochs, len(data.train))
+    scheduler = build_scheduler(optimizer, optim, epochs, len(train))
     test = None
     for epoch in range(first, first + epochs):
-        data.train.set_epoch(epoch)
+        train.set_epoch(epoch)
         stats = train_one_epoch(
-            model, data.train, optimizer, scheduler, runtime, label_smoothing=optim.label_smoothing,
-            progress=config.train.progress, desc=f"{phase} {epoch}/{total}",
+            model, train, optimizer, scheduler, runtime, label_smoothing=optim.label_smoothing,
+            progress=config.train.progress, desc=f"{phase} {epoch}/{total}", step_model=step,
         )
+        dist.sync_buffers(model)
+        stats, synced = dist.reduce_stats(stats), dist.check_in_sync(model)
         last = epoch == first + epochs - 1
         every = config.train.eval_every
         test = evaluate(model, data.test, runtime) if last or (every and epoch % every == 0) else None
-        metrics.write(epoch_record(epoch, phase, stats, test, optimizer))
-        if config.train.progress:
+        ranks = {"rank_state_sha256": synced} if synced else {}
+        metrics.write({**epoch_record(epoch, phase, stats, test, optimizer), **ranks})
+        if config.train.progress and dist.is_main:
             print(f"[{phase}] " + format_epoch(epoch, total, stats, test), flush=True)
     assert test is not None  # the last epoch always evaluates
     return test
@@ -351,16 +370,26 @@ def _prune_record(structure: Structure, selection: Selection) -> dict[str, Any]:
 def _finish(
     method: str, config: RunConfig, start: float, run_dir: Path, data: Data, structure: Structure,
     selection: Selection, small: nn.Module, test: EpochStats, *, epochs: int, extra: dict[str, Any],
+    runtime: Runtime,
 ) -> PrunedResult:
-    """Save the pruned model and ``result.json`` (the joint method's keys plus ``extra``)."""
+    """Save the pruned model and ``result.json`` (the joint method's keys plus ``extra``); rank 0 alone
+    writes, once every rank is checked to have chosen the same plan."""
     plan = selection.plan
     macs, params = structure.cost.of(plan)
     arch = model_arch(config, data)
+    seconds = time.perf_counter() - start
+    cost = structure.cost
+    result = PrunedResult(
+        method=method, model=small, plan=plan, run_dir=run_dir, test_acc=test.acc,
+        dense_macs=cost.dense_macs, macs=macs, dense_params=cost.dense_params, params=params,
+        epochs=epochs, seconds=seconds,
+    )
+    runtime.dist.same(plan.keep, "the pruning plan")
+    if not runtime.dist.is_main:
+        return result
     write_widths(run_dir / "widths.csv", structure, plan)
     save_pruned(run_dir / "pruned", small, arch=arch, plan=plan, input_shape=input_shape(data),
                 policy=config.env.policy, classes=list(data.classes))
-    seconds = time.perf_counter() - start
-    cost = structure.cost
     write_json(run_dir / "result.json", {
         "method": method, "model": config.model.name, "dataset": data.spec.name,
         "test_acc": test.acc, "test_images": test.images,
@@ -370,8 +399,4 @@ def _finish(
         "plan": plan.to_dict(), **extra,
     })  # fmt: skip
     write_report(run_dir)
-    return PrunedResult(
-        method=method, model=small, plan=plan, run_dir=run_dir, test_acc=test.acc,
-        dense_macs=cost.dense_macs, macs=macs, dense_params=cost.dense_params, params=params,
-        epochs=epochs, seconds=seconds,
-    )
+    return result

@@ -16,6 +16,7 @@ from rlal.models import count_macs_params
 from rlal.report.markdown import write_report
 from rlal.rundir import guarded_epochs, open_run, run_lock
 from rlal.structure import ArchSpec
+from rlal.train.distributed import SilentMetrics, check_same_config, shard
 from rlal.train.epoch import EpochStats, evaluate, train_one_epoch
 from rlal.train.optim import build_optimizer, build_scheduler
 from rlal.train.runtime import Runtime, resolve_runtime, seed_everything
@@ -46,15 +47,21 @@ def fit_dense(config: RunConfig, out: Path, *, overwrite: bool = False, resume: 
 def _fit_dense(config: RunConfig, out: Path, *, overwrite: bool, resume: bool) -> DenseResult:
     start = time.perf_counter()
     runtime, data, model = setup(config)
+    dist = runtime.dist
+    train = shard(data.train, dist)  # this rank's part of every epoch (all of it in a single process)
     macs, params = count_macs_params(model, input_shape(data))
     optimizer = build_optimizer(model, config.optim)
-    scheduler = build_scheduler(optimizer, config.optim, config.train.epochs, len(data.train))
-    step_model = torch.compile(model) if config.train.compile else model
+    scheduler = build_scheduler(optimizer, config.optim, config.train.epochs, len(train))
+    step_model = dist.wrap(model, config.train.sync_bn)
+    step_model = torch.compile(step_model) if config.train.compile else step_model
+    test_model = model if dist.enabled else step_model  # tested alike on every rank: no DDP collective
 
-    run_dir, metrics, checkpoint = open_run(
+    run_dir, metrics, checkpoint = dist.on_main(lambda: open_run(
         out, config, {"device": runtime.describe(), "data_source": data.source},
         overwrite=overwrite, resume=resume,
-    )
+    ))
+    if not dist.is_main:
+        metrics = SilentMetrics(metrics.lines)
     done, seconds_before = 0, 0.0
     if checkpoint is not None:
         model.load_state_dict(checkpoint.weights)
@@ -67,29 +74,39 @@ def _fit_dense(config: RunConfig, out: Path, *, overwrite: bool, resume: bool) -
     with guarded_epochs(run_dir) as guard:
         for epoch in range(done + 1, config.train.epochs + 1):
             guard.epoch = epoch
-            data.train.set_epoch(epoch)
+            train.set_epoch(epoch)
             stats = train_one_epoch(
-                step_model, data.train, optimizer, scheduler, runtime,
+                model, train, optimizer, scheduler, runtime,
                 label_smoothing=config.optim.label_smoothing,
                 progress=config.train.progress,
-                desc=f"dense {epoch}/{config.train.epochs}",
+                desc=f"dense {epoch}/{config.train.epochs}", step_model=step_model,
             )
-            test = evaluate(step_model, data.test, runtime) if eval_due(epoch, config) else None
-            metrics.write(epoch_record(epoch, "dense", stats, test, optimizer))
-            if config.train.progress:
+            dist.sync_buffers(model)
+            stats, synced = dist.reduce_stats(stats), dist.check_in_sync(model)
+            test = evaluate(test_model, data.test, runtime) if eval_due(epoch, config) else None
+            ranks = {"rank_state_sha256": synced} if synced else {}
+            metrics.write({**epoch_record(epoch, "dense", stats, test, optimizer), **ranks})
+            if config.train.progress and dist.is_main:
                 print(format_epoch(epoch, config.train.epochs, stats, test), flush=True)
-            save_checkpoint(run_dir, epoch, model, {
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "rng": rng_state(),
-                "metrics_lines": metrics.lines,
-                "seconds": seconds_before + time.perf_counter() - start,
-            })
+            if dist.is_main:
+                save_checkpoint(run_dir, epoch, model, {
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "rng": rng_state(),
+                    "metrics_lines": metrics.lines,
+                    "seconds": seconds_before + time.perf_counter() - start,
+                })
 
     if test is None:  # resumed after the last epoch's checkpoint but before the results were written
-        test = evaluate(step_model, data.test, runtime)
-    save_weights(model, run_dir / "model.safetensors")
+        test = evaluate(test_model, data.test, runtime)
     seconds = seconds_before + time.perf_counter() - start
+    result = DenseResult(
+        model=model, run_dir=run_dir, test_acc=test.acc, macs=macs, params=params,
+        epochs=config.train.epochs, seconds=seconds,
+    )
+    if not dist.is_main:  # rank 0 writes the run's files
+        return result
+    save_weights(model, run_dir / "model.safetensors")
     write_json(
         run_dir / "model.json",
         {
@@ -118,10 +135,7 @@ def _fit_dense(config: RunConfig, out: Path, *, overwrite: bool, resume: bool) -
         },
     )
     write_report(run_dir)
-    return DenseResult(
-        model=model, run_dir=run_dir, test_acc=test.acc, macs=macs, params=params,
-        epochs=config.train.epochs, seconds=seconds,
-    )
+    return result
 
 
 def setup(config: RunConfig) -> tuple[Runtime, Data, nn.Module]:
@@ -130,6 +144,7 @@ def setup(config: RunConfig) -> tuple[Runtime, Data, nn.Module]:
     Called before the run directory is touched: a missing dataset or a bad model name fails first.
     """
     runtime = resolve_runtime(config.train)
+    check_same_config(runtime.dist, config)  # before minutes of data loading
     seed_everything(config.seed)
     # Only the joint method scores sub-networks on the reward split; the others just leave it out of training.
     data = build_data(config.data, runtime.device, seed=config.seed, channels_last=runtime.channels_last,

@@ -46,9 +46,14 @@ def train_one_epoch(
     regularizer: Regularizer | None = None,
     progress: bool = False,
     desc: str = "train",
+    step_model: nn.Module | None = None,
 ) -> EpochStats:
-    """Train ``model`` for one pass over ``loader``; the schedule is stepped once per batch."""
+    """Train ``model`` for one pass over ``loader``; the schedule is stepped once per batch. ``step_model``
+    runs the forward pass when given (``model`` wrapped for data-parallel training); the regulariser always
+    reads ``model`` itself."""
     model.train()
+    forward = model if step_model is None else step_model
+    forward.train()
     device = runtime.device
     loss_sum = torch.zeros((), device=device)
     reg_sum = torch.zeros((), device=device)
@@ -63,7 +68,7 @@ def train_one_epoch(
     )
     for x, y in bar:
         with runtime.autocast():
-            logits = model(x)
+            logits = forward(x)
             loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
         total_loss = loss
         if regularizer is not None:

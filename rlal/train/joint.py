@@ -15,10 +15,15 @@
 
 Every epoch ends with a checkpoint of the whole run state (:mod:`rlal.checkpoint`); ``resume=True``
 continues from it, and on the CPU a resumed run ends exactly where an uninterrupted one would.
+
+Under ``torchrun`` (:mod:`rlal.train.distributed`) the weights train under DDP, each rank on its shard of
+the training split; each search epoch's episodes are split across the ranks and their rewards gathered
+(:func:`run_agent_episodes`), so every rank holds the same agent, plans and weights; rank 0 alone writes.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import time
@@ -43,13 +48,13 @@ from rlal.agent import (
 )
 from rlal.checkpoint import rng_state, save_checkpoint, set_rng_state, write_json
 from rlal.config import RunConfig, SearchConfig
-from rlal.data import Data
-from rlal.env import PruningEnv, make_env
+from rlal.data import Data, Loader
+from rlal.env import PruningEnv, latency_check, make_env, shared_latency_table
 from rlal.env.reward import first_batches, recalibrated_bn
 from rlal.report.markdown import write_report
 from rlal.report.metrics import MetricsWriter
 from rlal.report.widths import write_widths
-from rlal.rundir import guarded_epochs, open_run, run_lock
+from rlal.rundir import LATENCY_FILE, guarded_epochs, open_run, run_lock
 from rlal.structure import (
     ArchSpec,
     ChannelMasks,
@@ -63,6 +68,7 @@ from rlal.structure import (
 from rlal.train.align import AlignmentRegularizer, lambda_at
 from rlal.train.choice import FinalChoice, decide, score_plans
 from rlal.train.dense import epoch_record, eval_due, format_epoch, input_shape, model_arch, place, setup
+from rlal.train.distributed import Dist, SilentMetrics, check_same_config, shard
 from rlal.train.epoch import EpochStats, evaluate, train_one_epoch
 from rlal.train.optim import build_optimizer, build_scheduler
 from rlal.train.result import PrunedResult
@@ -89,25 +95,37 @@ def train_and_prune(
     model when the pruned one is loaded again; None saves the weights and spec without it (a user's model
     instance then has to be rebuilt by the user)."""
     start = time.perf_counter() if start is None else start
+    dist = runtime.dist
+    check_same_config(dist, config)
+    train = shard(data.train, dist)  # this rank's part of every epoch; scoring reads all of data.train
     structure = find_layers(model, input_shape(data), policy=config.env.policy)
-    # Built before any training: an infeasible MACs target fails here with the feasible range.
-    env = make_env(structure, config.env, data, runtime, seed=config.seed)
+    # Built before any training: an infeasible target fails here with the feasible range. A latency budget's
+    # table is timed once, by rank 0, and kept in the run directory: every rank, and a resumed run, prices
+    # plans with the same numbers.
+    own_table = out / LATENCY_FILE if resume else None
+    latency_table = shared_latency_table(structure, config.env, runtime, own_table)
+    env = make_env(structure, config.env, data, runtime, seed=config.seed, latency_table=latency_table)
     s = config.search
     agent_cfg = capped_warmup(config.agent, s)
     agent = make_agent(agent_cfg, env.state_dim, env.num_layers)
     context = make_context(config.agent, env.num_layers)
     align = AlignmentRegularizer(structure, lam=0.0)
     optimizer = build_optimizer(model, config.optim)
-    scheduler = build_scheduler(optimizer, config.optim, config.train.epochs, len(data.train))
+    scheduler = build_scheduler(optimizer, config.optim, config.train.epochs, len(train))
     last_search = s.warmup_epochs + s.search_epochs
     final: Plan | None = None
     at_cut: dict[str, Any] = {}
 
-    run_dir, metrics, checkpoint = open_run(
+    # Rank 0 opens the run directory and reads the checkpoint; the other ranks receive it from rank 0.
+    run_dir, metrics, checkpoint = dist.on_main(lambda: open_run(
         out, config, {"device": runtime.describe(), "data_source": data.source,
                       "agent_warmup_episodes": agent_cfg.warmup_episodes},
         overwrite=overwrite, resume=resume,
-    )
+    ))
+    if not dist.is_main:
+        metrics = SilentMetrics(metrics.lines)
+    elif env.budget.latency is not None:
+        env.budget.latency.write(run_dir / LATENCY_FILE)
     done, seconds_before = 0, 0.0
     if checkpoint is not None:  # continue exactly where the last complete epoch left the run
         state = checkpoint.state
@@ -116,7 +134,7 @@ def train_and_prune(
         align.load_state_dict(state["align"])
         if state["at_cut"] is not None:  # the model was cut: rebuild the small one, then load its weights
             at_cut = state["at_cut"]
-            model, optimizer, scheduler = _small_model(structure, final, runtime, config, len(data.train),
+            model, optimizer, scheduler = _small_model(structure, final, runtime, config, len(train),
                                                        kept=align.kept)
         model.load_state_dict(checkpoint.weights)
         optimizer.load_state_dict(state["optimizer"])
@@ -127,31 +145,33 @@ def train_and_prune(
         env.load_state_dict(state["env"])
         set_rng_state(state["rng"])
         done, seconds_before = checkpoint.epoch, state["seconds"]
+    step = dist.wrap(model, config.train.sync_bn)
 
     test = None
     with guarded_epochs(run_dir) as guard:
         for epoch in range(done + 1, config.train.epochs + 1):
             guard.epoch = epoch
             if epoch <= s.warmup_epochs:
-                stats = _train_epoch(model, data, optimizer, scheduler, runtime, config, epoch, "warm-up",
-                                     None)
-                _log(metrics, config, epoch, "warm-up", stats, None, optimizer)
+                stats, synced = _train_epoch(model, step, train, optimizer, scheduler, runtime, config, epoch,
+                                             "warm-up", None)
+                _log(metrics, config, epoch, "warm-up", stats, None, optimizer, synced)
 
             elif epoch <= last_search:
                 t = epoch - s.warmup_epochs - 1  # indexes the epoch context z_t
                 # The agent acts on the weights as they are now (the previous epoch's), then the weights
                 # train toward its plan: so the first search epoch is aligned too.
-                episodes = run_agent_episodes(env, agent, context, t, s.episodes_per_epoch,
+                episodes = run_agent_episodes(env, agent, context, t, s.episodes_per_epoch, dist=dist,
                                               progress=config.train.progress, desc=f"search {epoch} agent")
                 decoder_heldout = context.mse(episodes) if context is not None else float("nan")
                 decoder_loss = context.fit(env.history) if context is not None else float("nan")
                 agent_losses = agent.update(context)
                 plan = select_plan(env, agent, context, t, episodes, s)
+                dist.same(plan.keep, f"the plan to align to in epoch {epoch}")
                 align.set_plan(plan, criterion=config.env.criterion, scores=_scores(env))
                 align.lam = lambda_at(t, s.align)
-                stats = _train_epoch(model, data, optimizer, scheduler, runtime, config, epoch, "search",
-                                     align)
-                _log(metrics, config, epoch, "search", stats, None, optimizer, {
+                stats, synced = _train_epoch(model, step, train, optimizer, scheduler, runtime, config, epoch,
+                                             "search", align)
+                _log(metrics, config, epoch, "search", stats, None, optimizer, synced, {
                     "align_lambda": align.lam,
                     "align_loss": stats.reg_loss,
                     "removed_kept_norm_ratio": align.removed_kept_norm_ratio(model),  # this epoch's plan
@@ -167,64 +187,68 @@ def train_and_prune(
                 if epoch == last_search:  # freeze the architecture; alignment to it follows
                     scores = channel_importance(structure, config.env.criterion)  # the latest weights
                     final, record = choose_final(env, agent, context, s, data, runtime, config, scores)
+                    dist.same(final.keep, "the final plan")
                     metrics.write({"phase": "final-choice", "epoch": epoch, "rule": s.final, **record})
                     align.set_plan(final, criterion=config.env.criterion, scores=scores)
 
             elif epoch <= s.cut_epoch:  # alignment to the frozen final plan, steered toward the target
                 if epoch == last_search + 1 and s.align.lam > 0:
                     align.lam = s.align.lam
-                    align.steer(model, s.align.target_ratio, s.align_epochs * len(data.train),
+                    align.steer(model, s.align.target_ratio, s.align_epochs * len(train),
                                 lr=optimizer.param_groups[0]["lr"], momentum=config.optim.momentum)
-                stats = _train_epoch(model, data, optimizer, scheduler, runtime, config, epoch, "align",
-                                     align if s.align.lam > 0 else None)
-                _log(metrics, config, epoch, "align", stats, None, optimizer, {
+                stats, synced = _train_epoch(model, step, train, optimizer, scheduler, runtime, config, epoch,
+                                             "align", align if s.align.lam > 0 else None)
+                _log(metrics, config, epoch, "align", stats, None, optimizer, synced, {
                     "align_lambda": align.lam,
                     "align_loss": stats.reg_loss,
                     "removed_kept_norm_ratio": align.removed_kept_norm_ratio(model),
                 })
 
             else:
-                stats = _train_epoch(model, data, optimizer, scheduler, runtime, config, epoch, "fine-tune",
-                                     None)
+                stats, synced = _train_epoch(model, step, train, optimizer, scheduler, runtime, config, epoch,
+                                             "fine-tune", None)
                 test = evaluate(model, data.test, runtime) if eval_due(epoch, config) else None
-                _log(metrics, config, epoch, "fine-tune", stats, test, optimizer)
+                _log(metrics, config, epoch, "fine-tune", stats, test, optimizer, synced)
 
             if epoch == s.cut_epoch:  # remove exactly the channels alignment pushed down
                 assert final is not None and align.kept is not None
                 small, at_cut = cut_and_measure(model, structure, final, align, data, runtime, config)
                 metrics.write({"phase": "cut", "epoch": epoch, **at_cut})
                 model, optimizer, scheduler = _small_model(structure, final, runtime, config,
-                                                           len(data.train), weights=small)
+                                                           len(train), weights=small)
+                step = dist.wrap(model, config.train.sync_bn)
 
-            save_checkpoint(run_dir, epoch, model, {
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "agent": agent.state_dict(),
-                "context": context.state_dict() if context is not None else None,
-                "env": env.state_dict(),
-                "align": align.state_dict(),
-                "final_plan": final.to_dict() if final is not None else None,
-                "at_cut": at_cut or None,
-                "rng": rng_state(),
-                "metrics_lines": metrics.lines,
-                "seconds": seconds_before + time.perf_counter() - start,
-            })
+            if dist.is_main:
+                save_checkpoint(run_dir, epoch, model, {
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "agent": agent.state_dict(),
+                    "context": context.state_dict() if context is not None else None,
+                    "env": env.state_dict(),
+                    "align": align.state_dict(),
+                    "final_plan": final.to_dict() if final is not None else None,
+                    "at_cut": at_cut or None,
+                    "rng": rng_state(),
+                    "metrics_lines": metrics.lines,
+                    "seconds": seconds_before + time.perf_counter() - start,
+                })
 
     if test is None:  # resumed after the last epoch's checkpoint but before the results were written
         test = evaluate(model, data.test, runtime)
     assert final is not None  # validation guarantees at least one search epoch
     macs, params = structure.cost.of(final)
-    write_widths(run_dir / "widths.csv", structure, final)
-    pruned_dir = run_dir / "pruned"
-    save_pruned(pruned_dir, model, arch=arch, plan=final, input_shape=input_shape(data),
-                policy=config.env.policy, classes=list(data.classes))
-    write_json(run_dir / "episodes.json", env.history_records())
     seconds = seconds_before + time.perf_counter() - start
     result = PrunedResult(
         method="rlal", model=model, plan=final, run_dir=run_dir, test_acc=test.acc,
         dense_macs=structure.cost.dense_macs, macs=int(macs), epochs=config.train.epochs,
         dense_params=structure.cost.dense_params, params=int(params), seconds=seconds,
     )
+    if not dist.is_main:  # rank 0 writes the run's files
+        return result
+    write_widths(run_dir / "widths.csv", structure, final)
+    save_pruned(run_dir / "pruned", model, arch=arch, plan=final, input_shape=input_shape(data),
+                policy=config.env.policy, classes=list(data.classes))
+    write_json(run_dir / "episodes.json", env.history_records())
     write_json(run_dir / "result.json", {
         "method": "rlal", "model": _model_name(arch, model), "dataset": data.spec.name,
         "agent": config.agent.kind,
@@ -234,6 +258,7 @@ def train_and_prune(
         "target_macs": config.env.target_macs, "epochs": config.train.epochs, "seconds": seconds,
         "device": runtime.describe(), "resumed": checkpoint is not None,
         "plan": final.to_dict(), **{f"at_cut_{k}": v for k, v in at_cut.items()},
+        **latency_check(env.budget, final, model),
     })  # fmt: skip
     write_report(run_dir)
     return result
@@ -278,17 +303,89 @@ def _scores(env: PruningEnv) -> dict[str, torch.Tensor] | None:
 
 def run_agent_episodes(
     env: PruningEnv, agent: Agent, context: EpochContext | None, t: int, episodes: int,
-    *, progress: bool = False, desc: str = "agent",
+    *, dist: Dist | None = None, progress: bool = False, desc: str = "agent",
 ) -> list[Episode]:
-    """P exploration episodes on the current weights, conditioned on z_t; each is stored for learning."""
+    """P exploration episodes on the current weights, conditioned on z_t; each is stored for learning.
+
+    With several ranks (``dist``) the scoring, the whole cost, is split: see :func:`_split_episodes`."""
     env.set_epoch(t)  # importance rescored on the new weights; the previous epoch's rewards checked
     z = context.z(t) if context is not None else None
+    if dist is not None and dist.enabled and env.scorer is not None:
+        # Every rank scored the uniform plan itself: the vs-uniform baseline must be the same number.
+        dist.same(env.uniform_reward, f"the uniform plan's reward in search epoch {t}")
+        return _split_episodes(env, agent, t, z, episodes, dist)
     done = []
     for _ in tqdm(range(episodes), desc=desc, leave=False, disable=None if progress else True):
         episode = run_episode(env, agent, t, z)
         agent.observe(episode)
         done.append(episode)
     return done
+
+
+def _split_episodes(
+    env: PruningEnv, agent: Agent, t: int, z: torch.Tensor | None, episodes: int, dist: Dist
+) -> list[Episode]:
+    """The epoch's episodes with their scoring split across ranks, ending every rank's agent and environment
+    exactly where one process scoring them all would (same actions, rewards, replay buffer and RNG).
+
+    An episode's actions never depend on the rewards of its own epoch (the policy changes only in
+    ``agent.update``, after the episodes), so the plans are known before any is scored:
+
+    1. every rank acts the P episodes on a snapshot of the agent, scoring nothing, and restores it;
+    2. rank r scores plans r, r + R, r + 2R, ... (the scorer reads the weights, the reward split and the
+       first training batches for BN re-estimation, all identical on every rank) and the accuracies are
+       all-gathered;
+    3. every rank runs the same P episodes again for real, the scorer answering from the gathered table.
+    """
+    scorer = env.scorer
+    assert scorer is not None
+    saved_agent, seen = agent.state_dict(), len(env.history)
+    planned = _Planned()
+    env.scorer = planned
+    try:
+        for _ in range(episodes):
+            agent.observe(run_episode(env, agent, t, z))  # observed too: acting may count episodes seen
+    finally:
+        env.scorer = scorer
+        del env.history[seen:]
+        agent.load_state_dict(saved_agent)
+    mine = {i: float(scorer.score(plan)) for i, plan in enumerate(planned.plans)
+            if i % dist.world_size == dist.rank}
+    accuracies: dict[int, float] = {}
+    for part in dist.gather(mine):
+        accuracies.update(part)
+    env.scorer = _Planned(planned.plans, [accuracies[i] for i in range(episodes)])
+    done = []
+    try:
+        for _ in range(episodes):
+            episode = run_episode(env, agent, t, z)
+            agent.observe(episode)
+            done.append(episode)
+    finally:
+        env.scorer = scorer
+    return done
+
+
+class _Planned:
+    """A stand-in scorer for :func:`_split_episodes`: records the plans it is asked about (scoring 0), or,
+    given the plans and their accuracies, answers for each in turn, checking it is asked about that plan."""
+
+    def __init__(self, plans: list[Plan] | None = None, accuracies: list[float] | None = None) -> None:
+        self.plans: list[Plan] = [] if plans is None else plans
+        self.accuracies = accuracies
+        self.asked = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        pass
+
+    def score(self, plan: Plan) -> float:
+        if self.accuracies is None:
+            self.plans.append(copy.deepcopy(plan))
+            return 0.0
+        k, self.asked = self.asked, self.asked + 1
+        if plan.keep != self.plans[k].keep:
+            raise RuntimeError(f"episode {k} chose another plan when replayed than when planned (a bug)")
+        return self.accuracies[k]
 
 
 def select_plan(
@@ -391,21 +488,27 @@ def _best(episodes: list[Episode]) -> Episode:
 
 
 def _train_epoch(
-    model: nn.Module, data: Data, optimizer: torch.optim.Optimizer, scheduler: Any, runtime: Runtime,
-    config: RunConfig, epoch: int, phase: str, regularizer: AlignmentRegularizer | None,
-) -> EpochStats:
-    data.train.set_epoch(epoch)
-    return train_one_epoch(
-        model, data.train, optimizer, scheduler, runtime, label_smoothing=config.optim.label_smoothing,
+    model: nn.Module, step: nn.Module, train: Loader, optimizer: torch.optim.Optimizer, scheduler: Any,
+    runtime: Runtime, config: RunConfig, epoch: int, phase: str, regularizer: AlignmentRegularizer | None,
+) -> tuple[EpochStats, list[str]]:
+    """One epoch on this rank's ``train`` loader (``step`` runs the forward: ``model`` or its DDP wrapper);
+    the job's figures, and every rank's weight digest once the ranks are synchronised ([] alone)."""
+    train.set_epoch(epoch)
+    stats = train_one_epoch(
+        model, train, optimizer, scheduler, runtime, label_smoothing=config.optim.label_smoothing,
         regularizer=regularizer, progress=config.train.progress,
-        desc=f"{phase} {epoch}/{config.train.epochs}",
+        desc=f"{phase} {epoch}/{config.train.epochs}", step_model=step,
     )
+    runtime.dist.sync_buffers(model)
+    return runtime.dist.reduce_stats(stats), runtime.dist.check_in_sync(model)
 
 
 def _log(
     metrics: MetricsWriter, config: RunConfig, epoch: int, phase: str, stats: EpochStats,
-    test: EpochStats | None, optimizer: torch.optim.Optimizer, extra: dict[str, Any] | None = None,
+    test: EpochStats | None, optimizer: torch.optim.Optimizer, synced: list[str],
+    extra: dict[str, Any] | None = None,
 ) -> None:
-    metrics.write({**epoch_record(epoch, phase, stats, test, optimizer), **(extra or {})})
-    if config.train.progress:
+    ranks = {"rank_state_sha256": synced} if synced else {}  # several ranks: each one's weights, compared
+    metrics.write({**epoch_record(epoch, phase, stats, test, optimizer), **(extra or {}), **ranks})
+    if config.train.progress and not isinstance(metrics, SilentMetrics):  # printed by rank 0 alone
         print(f"[{phase}] " + format_epoch(epoch, config.train.epochs, stats, test), flush=True)

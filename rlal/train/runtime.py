@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from rlal.config import TrainConfig
 from rlal.errors import RlalError
+from rlal.train.distributed import Dist, from_env
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,8 @@ class Runtime:
     device: torch.device
     amp_dtype: torch.dtype | None
     channels_last: bool
+    dist: Dist = field(default_factory=Dist)
+    """This process's rank in a ``torchrun`` job (a single process: rank 0 of 1)."""
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """Autocast context for forward passes (BN stays fp32 under autocast, as it should)."""
@@ -30,12 +33,18 @@ class Runtime:
     def describe(self) -> str:
         amp = "bf16" if self.amp_dtype is torch.bfloat16 else "fp32"
         fmt = "channels-last" if self.channels_last else "contiguous"
-        return f"{self.device} {amp} {fmt}"
+        ranks = f" x{self.dist.world_size} ranks" if self.dist.enabled else ""
+        return f"{self.device} {amp} {fmt}{ranks}"
 
 
 def resolve_runtime(cfg: TrainConfig) -> Runtime:
-    """Turn ``auto`` settings into concrete ones: bf16 and channels-last on CUDA, plain fp32 on CPU."""
-    if cfg.device == "auto":
+    """Turn ``auto`` settings into concrete ones: bf16 and channels-last on CUDA, plain fp32 on CPU. Under
+    ``torchrun`` this process joins the job first, and takes the GPU of its local rank (see
+    :mod:`rlal.train.distributed`)."""
+    dist, launched_on = from_env(cfg)
+    if launched_on is not None:
+        device = launched_on
+    elif cfg.device == "auto":
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     else:
         try:
@@ -53,7 +62,8 @@ def resolve_runtime(cfg: TrainConfig) -> Runtime:
     channels_last = cfg.channels_last == "on" or (cfg.channels_last == "auto" and on_cuda)
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
-    return Runtime(device=device, amp_dtype=torch.bfloat16 if amp else None, channels_last=channels_last)
+    return Runtime(device=device, amp_dtype=torch.bfloat16 if amp else None, channels_last=channels_last,
+                   dist=dist)
 
 
 def seed_everything(seed: int) -> None:
