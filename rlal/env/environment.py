@@ -28,10 +28,14 @@ without the feature-map size, which the layer's MACs already carry):
 11  ``to_remove``          MACs that layers t..L-1 must still remove to meet the target / dense MACs
 ==  =====================  ============================================================================
 
-Features 0-7 are static (computed once); 8-11 depend on the episode so far. ``removed`` and ``to_remove``
-price the keep vector "layers before t as chosen, the rest dense" with the exact cost model, so the effect
-of a layer's pruning on the input side of the next layer is counted. With relative actions a layer's
-count "as chosen" is its preference before the common scale (the scale is known only at the end).
+Features 0-7 are static (computed once); 8-11 depend on the episode so far. The state speaks MACs even under
+a latency budget (``env.target_latency``): with a latency budget alone ``to_remove`` is 0 throughout, and the
+budget is met by the relative actions' common scale (or the wall), which price latency.
+
+``removed`` and ``to_remove`` price the keep vector "layers before t as chosen, the rest dense" with the
+exact cost model, so the effect of a layer's pruning on the input side of the next layer is counted. With
+relative actions a layer's count "as chosen" is its preference before the common scale (the scale is known
+only at the end).
 
 Every finished episode is recorded in ``env.history`` as an :class:`~rlal.agent.Episode` (epoch, states,
 applied actions, keep ratios, reward, MACs); :meth:`PruningEnv.history_records` gives plain JSON data.
