@@ -21,11 +21,11 @@ import tempfile
 import numpy as np
 import torch
 
-from rlal.config import EnvConfig
-from rlal.env import make_budget
+from rlal.env import allowed_counts
 from rlal.export import available_backends, compare_latency, environment
 from rlal.models import count_macs_params, create_model
 from rlal.structure import Plan, cut, find_layers
+from rlal.structure.latency import LatencyModel
 
 
 def emit(**record: object) -> None:
@@ -60,19 +60,17 @@ def main() -> None:
     dense_macs, _ = count_macs_params(dense, shape)
     with tempfile.TemporaryDirectory(prefix="rlal-latency-cache-") as tmp:
         for backend in backends:
-            cfg = EnvConfig(target_macs=None, target_latency=0.99, policy=args.policy, round_to=args.round_to,
-                            min_keep_ratio=args.min_keep_ratio, latency_backend=backend,
-                            latency_batch=args.batch, latency_threads=args.threads,
-                            latency_runs=args.table_runs, latency_cache=args.cache or tmp)
-            budget = make_budget(structure, cfg)
-            table = budget.latency
-            assert table is not None
+            allowed = [allowed_counts(layer.channels, args.min_keep_ratio, args.round_to)
+                       for layer in structure.layers]
+            table = LatencyModel.build(structure, allowed, backend=backend, batch=args.batch,
+                                       threads=args.threads, runs=args.table_runs,
+                                       cache_dir=args.cache or tmp)
             emit(bench="table", backend=backend, units=len(table.unit_ms), dense_ms=round(table.dense_ms, 3),
                  min_ms=round(table.min_ms, 3), rest_ms=round(table.rest_ms, 3), scale=round(table.scale, 4))
             rng = np.random.default_rng(args.seed)
             errors = []
             for i in range(args.plans):
-                keep = [int(rng.choice(counts)) for counts in budget.allowed]
+                keep = [int(rng.choice(counts)) for counts in allowed]
                 plan = Plan.from_keep_counts(structure, keep)
                 predicted = table.of(plan) / table.dense_ms
                 row = compare_latency(dense, cut(structure, plan).eval(), shape, batches=[args.batch],

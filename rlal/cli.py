@@ -183,6 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_latency_arguments(p, batches=True)
     p.add_argument("--onnx", action="store_true", help="also time both models in ONNX Runtime on the CPU")
     p.add_argument("--no-cuda", action="store_true", help="skip the CUDA figures even when a GPU is present")
+    p.add_argument("--no-predict", action="store_true",
+                   help="skip the latency table's prediction (it times every conv at the widths the run "
+                        "allows)")
     _add_trust_argument(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=cmd_bench_latency)
@@ -524,7 +527,7 @@ def cmd_bench_latency(args: argparse.Namespace) -> int:
         backends.append("torch-cuda")
     env = environment()
     models = [bench_pruned(path, batches=batches, backends=backends, warmup=args.warmup, runs=args.runs,
-                           trust_factory=args.trust_factory)
+                           trust_factory=args.trust_factory, predict=not args.no_predict)
               for path in args.models]
     if args.json:
         print(json.dumps({**env, "warmup": args.warmup, "runs": args.runs, "models": models}))
@@ -537,12 +540,14 @@ def cmd_bench_latency(args: argparse.Namespace) -> int:
         print(f"\n{m['path']}: {m['model']} {tuple(m['input_shape'])}, MACs {m['dense_macs'] / 1e6:.2f} M -> "
               f"{m['macs'] / 1e6:.2f} M ({m['macs'] / m['dense_macs']:.1%}), ideal speed-up "
               f"{m['ideal_speedup']:.2f}x")
-        print(f"  {'backend':<16} {'batch':>5}  {'dense':<26} {'pruned':<26} {'speed-up':>8}  of ideal  "
-              f"predicted (error)")
+        print(f"  {'backend':<16} {'batch':>5}  {'dense':<26} {'pruned':<26} {'speed-up':>8}  of ideal"
+              + ("" if args.no_predict else "  predicted (error)"))
         for row in m["latency"]:
+            predicted = ("" if args.no_predict
+                         else f"  {row['predicted_speedup']:>7.2f}x ({row['prediction_error']:+.0%})")
             print(f"  {row['backend']:<16} {row['batch']:>5}  {_latency_text(row['dense']):<26} "
-                  f"{_latency_text(row['pruned']):<26} {row['speedup']:>7.2f}x  {row['of_ideal']:>7.0%}  "
-                  f"{row['predicted_speedup']:>7.2f}x ({row['prediction_error']:+.0%})")
+                  f"{_latency_text(row['pruned']):<26} {row['speedup']:>7.2f}x  {row['of_ideal']:>7.0%}"
+                  + predicted)
     return 0
 
 

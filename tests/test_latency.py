@@ -19,7 +19,7 @@ from rlal.config import EnvConfig, load_config
 from rlal.env import Budget, PruningEnv, allowed_counts, make_budget
 from rlal.errors import RlalError
 from rlal.models import create_model
-from rlal.structure import Plan, cut, find_layers
+from rlal.structure import cut, find_layers
 from rlal.structure.latency import LatencyModel, Unit
 from rlal.train.baselines import depgraph_plan, uniform_plan
 from rlal.train.joint import fit_joint
@@ -63,6 +63,15 @@ def resnet_structure(policy: str = "internal"):
     return find_layers(model, (1, 28, 28), policy=policy)
 
 
+def zoo_structure(name: str):
+    """ResNet-20 (plain convs), MobileNetV2 (depthwise convs) and ResNet-20 with every layer pruned (a
+    conv's input and output widths both vary: a 2-D table)."""
+    if name == "mobilenetv2-cifar":
+        model = create_model(name, num_classes=10, in_channels=3, input_size=32)
+        return find_layers(model, (3, 32, 32), policy="internal")
+    return resnet_structure("all" if name == "resnet20-all" else "internal")
+
+
 def allowed_of(structure, min_keep_ratio: float = 0.2, round_to: int = 1):
     return [allowed_counts(layer.channels, min_keep_ratio, round_to) for layer in structure.layers]
 
@@ -94,15 +103,28 @@ def test_latency_table_round_trips_from_its_cache_without_timing_again(tmp_path)
     assert stored["units"] == first.unit_ms and stored["dense_ms"] == first.dense_ms
 
 
-def test_a_table_of_another_machine_or_model_is_not_reused(tmp_path):
+def test_a_cached_table_of_another_machine_or_model_is_not_reused(tmp_path):
     structure = resnet_structure()
     first, _ = fake_table(structure, tmp_path)
     stored = json.loads(first.cache_path.read_text())
     stored["meta"]["fingerprint"] = "0" * 16  # as if timed elsewhere
-    timers = CountingTimers(structure)
-    LatencyModel.build(structure, allowed_of(structure), cache_dir="", stored=stored, timer=timers.unit,
-                       whole_timer=timers.whole)
+    first.cache_path.write_text(json.dumps(stored))
+    _, timers = fake_table(structure, tmp_path)
     assert timers.units > 0 and timers.wholes == 2
+    other = zoo_structure("mobilenetv2-cifar")
+    with pytest.warns(UserWarning, match="does not fit"):  # another model's table given as the run's own
+        LatencyModel.build(other, allowed_of(other, round_to=8), cache_dir="", stored=first.to_json(),
+                           timer=analytic_ms, whole_timer=CountingTimers(other).whole)
+
+
+def test_the_cache_keeps_the_smallest_models_time_of_every_floor(tmp_path):
+    structure = resnet_structure()
+    fake_table(structure, tmp_path)  # floor 0.2
+    _, timers = fake_table(structure, tmp_path, min_keep_ratio=0.5)
+    assert timers.wholes == 1  # the dense time is reused; only the new floor's model is timed
+    _, timers = fake_table(structure, tmp_path)
+    _, again = fake_table(structure, tmp_path, min_keep_ratio=0.5)
+    assert timers.wholes == 0 and again.wholes == 0
 
 
 def test_prediction_is_exact_at_the_dense_and_the_smallest_model_and_monotone_in_every_count(tmp_path):
@@ -117,15 +139,18 @@ def test_prediction_is_exact_at_the_dense_and_the_smallest_model_and_monotone_in
         assert (table.predict(wider) >= table.predict(keeps) - 1e-12).all()
 
 
-def test_prediction_tracks_the_analytic_timings_it_was_built_from(tmp_path):
-    """With units that add up exactly (no odd-width penalty at round_to 2), the prediction equals the
-    whole-model time the fake whole timer would give for any plan on the grid."""
-    structure = resnet_structure()
+@pytest.mark.parametrize("name", ["resnet20", "mobilenetv2-cifar", "resnet20-all"])
+def test_prediction_tracks_the_analytic_timings_it_was_built_from(name):
+    """With units that add up exactly to the model's MACs (no odd-width penalty), the prediction equals the
+    whole-model time the fake whole timer gives, for any plan on the grid: every conv, depthwise ones
+    included, is priced at the width the plan gives it."""
+    structure = zoo_structure(name)
     timers = CountingTimers(structure)
-    allowed = allowed_of(structure, round_to=2)
-    table = LatencyModel.build(structure, allowed, cache_dir="", timer=lambda u: 1e-5 * unit_macs(u),
-                               whole_timer=timers.whole)
-    keeps = random_keeps(structure, 20, seed=2, round_to=2)
+    round_to = 8 if name == "mobilenetv2-cifar" else 2
+    allowed = allowed_of(structure, round_to=round_to)
+    table = LatencyModel.build(structure, allowed, cache_dir="", grid=64,
+                               timer=lambda u: 1e-5 * unit_macs(u), whole_timer=timers.whole)
+    keeps = random_keeps(structure, 20, seed=2, round_to=round_to)
     expected = [timers.whole(k) for k in keeps]
     np.testing.assert_allclose(table.predict(keeps), expected, rtol=1e-9)
 
@@ -270,8 +295,25 @@ def test_units_build_the_same_op_in_pytorch_and_onnx():
         None, {"x": np.ones((3, 12), np.float32)})[0].shape == (3, 5)
 
 
-def test_a_plan_priced_by_the_table_matches_plan_of(tmp_path):
+def test_no_measurable_speed_up_is_a_one_line_error_not_a_made_up_table():
     structure = resnet_structure()
-    table, _ = fake_table(structure, tmp_path)
-    plan = Plan.from_keep_ratios(structure, 0.5)
-    assert table.of(plan) == pytest.approx(float(table.predict(plan.array())))
+    with pytest.raises(RlalError, match=r"no measurable speed-up .*env\.latency_runs") as error:
+        LatencyModel.build(structure, allowed_of(structure), cache_dir="", timer=analytic_ms,
+                           whole_timer=lambda keep: 5.0)  # the dense model no slower than the smallest
+    assert "\n" not in str(error.value)
+
+
+def test_a_runs_own_table_from_another_machine_is_used_without_timing_again(tmp_path):
+    """A resumed run (or a rank of a torchrun job) prices plans with the table it was given, even when it
+    was timed with other threads on another machine: a run never changes its prices midway."""
+    structure = resnet_structure()
+    own, _ = fake_table(structure, tmp_path)
+    table = own.to_json()
+    table["meta"] = {**table["meta"], "threads": 7, "device": "another CPU", "fingerprint": "f" * 16}
+    timers = CountingTimers(structure)
+    with pytest.warns(UserWarning, match="another CPU"):
+        again = LatencyModel.build(structure, allowed_of(structure), cache_dir="", stored=table,
+                                   timer=timers.unit, whole_timer=timers.whole)
+    assert timers.units == 0 and timers.wholes == 0
+    keeps = random_keeps(structure, 10)
+    np.testing.assert_array_equal(again.predict(keeps), own.predict(keeps))

@@ -168,8 +168,10 @@ class PruningEnv:
             self._keep = self.budget.on_budget(self._preference)
         macs = int(self.budget.cost.macs(self._keep))
         if not self.budget.fits(self._keep):  # the wall and on_budget guarantee this never happens
-            raise RuntimeError(f"episode exceeds the budget ({self.budget.describe_targets()}): "
-                               f"{macs:,} MACs, {self.budget.latency_of(self._keep)} ms (a bug)")
+            latency = self.budget.latency_of(self._keep)
+            priced = f"{macs:,} MACs" + (f", {latency:.3f} ms" if latency is not None else "")
+            raise RuntimeError(
+                f"episode exceeds the budget ({self.budget.describe_targets()}): {priced} (a bug)")
         plan = self.plan_of(self._keep)
         reward = float("nan") if self.scorer is None else self.score(plan)
         episode = Episode(

@@ -179,7 +179,7 @@ def render(files: RunFiles, figures: Sequence[tuple[Path, str]]) -> str:
     ]
     if files.pruned:
         header += [("agent", result.get("agent") or _get(config, "agent", "kind")),
-                   ("MACs target", result.get("target_macs", _get(config, "env", "target_macs")))]
+                   ("MACs target", _macs_target_text(result, config))]
     header += [("code version", run.get("code_version")), ("torch", run.get("torch_version")),
                ("started at", run.get("started_at")), ("data source", run.get("data_source"))]
     lines += [*_table(["run", ""], [[name, _text(value)] for name, value in header]), ""]
@@ -360,6 +360,12 @@ def _rewards(files: RunFiles) -> tuple[dict[int, list[float | None]], str]:
         return {search_epochs[t]: values for t, values in by_t.items()}, "epoch"
     # metrics.jsonl lacks some search epochs: keep the episodes' own key rather than guess an epoch
     return dict(by_t), "search epoch index t"
+
+
+def _macs_target_text(result: dict[str, Any], config: dict[str, Any]) -> Any:
+    """The header's MACs target: the value given, or "none" for a latency budget alone."""
+    given = result["target_macs"] if "target_macs" in result else _get(config, "env", "target_macs")
+    return "none" if given is None and (result or config) else given
 
 
 def _latency_budget(latency: Any) -> list[str]:

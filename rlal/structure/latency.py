@@ -60,7 +60,7 @@ from rlal.structure.layers import Structure
 from rlal.structure.plan import Plan, check_plan
 from rlal.structure.trace import example_input, model_label
 
-TABLE_VERSION = 1
+TABLE_VERSION = 2
 TIMED_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 """Module types a latency table can time (transposed convs are not supported)."""
 
@@ -115,7 +115,10 @@ class Unit:
         """The unit as a serialised ONNX model (Conv + Relu, or MatMul + Add), built directly: exporting
         each unit from PyTorch would take far longer than timing it. BatchNorm is left out because ONNX
         Runtime folds it into the conv."""
-        from onnx import TensorProto, helper, numpy_helper
+        from rlal.export import _import
+
+        onnx = _import("onnx")
+        TensorProto, helper, numpy_helper = onnx.TensorProto, onnx.helper, onnx.numpy_helper
 
         rng = np.random.default_rng(0)
         inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", *self.input_shape])]
@@ -191,13 +194,19 @@ class LatencyModel:
         """The smallest sub-network's measured latency (every layer at its minimum keep count)."""
         self.min_keep = np.asarray(min_keep, dtype=np.int64)
         """That sub-network's keep counts."""
-        self.rest_ms, self.scale = 0.0, 1.0
         dense_units = float(self._units(structure.channels[None, :])[0])
         min_units = float(self._units(self.min_keep[None, :])[0])
-        if dense_units - min_units > 1e-9 and self.dense_ms > self.min_ms:  # two points fix both
-            self.scale = (self.dense_ms - self.min_ms) / (dense_units - min_units)
+        if not (self.dense_ms > self.min_ms and dense_units > min_units):
+            raise RlalError(
+                f"pruning shows no measurable speed-up on {meta['backend']} at batch {meta['batch']}: the "
+                f"dense model took {self.dense_ms:.3f} ms and the smallest sub-network {self.min_ms:.3f} ms; "
+                f"time more calls (env.latency_runs), a larger batch (env.latency_batch), or on a quieter "
+                f"machine, or use env.target_macs alone"
+            )
+        self.scale = (self.dense_ms - self.min_ms) / (dense_units - min_units)
+        """Multiplies the units' sum (> 0: the prediction stays monotone); see the module docstring."""
         self.rest_ms = self.dense_ms - self.scale * dense_units
-        """What pruning does not change (see the module docstring); ``scale`` multiplies the units' sum."""
+        """What pruning does not change (see the module docstring)."""
 
     @property
     def backend(self) -> str:
@@ -229,7 +238,8 @@ class LatencyModel:
     def to_json(self) -> dict[str, Any]:
         """The table as plain data (what the cache and a run directory hold)."""
         return {"version": TABLE_VERSION, "meta": self.meta, "dense_ms": self.dense_ms, "min_ms": self.min_ms,
-                "min_keep": self.min_keep.tolist(), "units": dict(sorted(self.unit_ms.items()))}
+                "min_keep": self.min_keep.tolist(), "min_ms_by_keep": {_keep_key(self.min_keep): self.min_ms},
+                "units": dict(sorted(self.unit_ms.items()))}
 
     @classmethod
     def build(
@@ -249,46 +259,64 @@ class LatencyModel:
         whole_timer: Callable[[np.ndarray], float] | None = None,
     ) -> LatencyModel:
         """Time (or read from the cache) the units of ``structure``'s sub-networks whose layers take the keep
-        counts ``allowed`` (per layer, ascending), and the dense and smallest models. ``stored`` (a table
-        file, or a table as :meth:`to_json` gives it) is read first when it fits this model and machine;
-        ``cache_dir`` None uses the default cache (see the module docstring), ``""`` none. ``timer`` (one
-        unit) and ``whole_timer`` (the sub-network of some keep counts, cut from the model) replace the real
-        measurements (tests)."""
+        counts ``allowed`` (per layer, ascending), and the dense and smallest models.
+
+        ``stored`` (a table file, or a table as :meth:`to_json` gives it: a resumed run's own, or rank 0's
+        under ``torchrun``) is authoritative: it is used whenever it was timed for this model, backend and
+        batch, even on another machine or thread count (with a warning), so that a run never changes its
+        prices midway. The cache (``cache_dir``; None = the default, see the module docstring, ``""`` = none)
+        is used only for the same machine, threads and library versions. ``timer`` (one unit) and
+        ``whole_timer`` (the sub-network of some keep counts, cut from the model) replace the real
+        measurements (tests). Raises :class:`RlalError` when the smallest sub-network is not measurably
+        faster than the dense model."""
         if grid < 2:
             raise RlalError(f"env.latency_grid must be >= 2, got {grid}")
         threads = threads if threads is not None else torch.get_num_threads()
         calls = _calls(structure, allowed, grid)
         needed = {c.at(o, i).key: c.at(o, i) for c in calls for o in c.out_grid for i in c.in_grid}
         meta = {"backend": backend, "batch": int(batch), "threads": int(threads), **_environment(backend)}
+        model_print = _fingerprint(structure, {"backend": backend, "batch": int(batch)})
         fingerprint = _fingerprint(structure, meta)
-        meta["model"] = model_label(structure.model)
-        meta["fingerprint"] = fingerprint
-
+        meta |= {"model": model_label(structure.model), "fingerprint": fingerprint,
+                 "model_fingerprint": model_print}
         min_keep = [int(counts[0]) for counts in allowed]
-        meta["min_keep"] = min_keep
+
         unit_ms: dict[str, float] = {}
-        whole: dict[str, float] | None = None
-        sources: list[Path | dict[str, Any]] = [stored] if stored is not None else []
+        dense_ms: float | None = None
+        min_ms: float | None = None
         path = None if cache_dir == "" else _cache_dir(cache_dir) / f"{meta['model']}-{fingerprint}.json"
-        if path is not None:
-            sources.append(path)
-        for source in sources:
-            table = _read_table(source, fingerprint)
+        cached = _read_table(path, "fingerprint", fingerprint) if path is not None else None
+        own = _read_table(stored, "model_fingerprint", model_print) if stored is not None else None
+        if stored is not None and own is None:
+            _warn(f"the stored latency table does not fit {meta['model']} on {backend} at batch {batch}: "
+                  f"timing a new one")
+        if own is not None and own["meta"].get("fingerprint") != fingerprint:
+            _warn(f"using the run's latency table timed on {own['meta'].get('device')} with "
+                  f"{own['meta'].get('threads')} thread(s) (this machine: {meta['device']}, {threads})")
+        for table in (cached, own):  # the run's own table last: it wins
             if table is not None:
-                unit_ms = {**table["units"], **unit_ms}
-                if whole is None and table.get("min_keep") == min_keep:
-                    whole = {"dense": float(table["dense_ms"]), "min": float(table["min_ms"])}
+                unit_ms |= table["units"]
+                dense_ms = float(table["dense_ms"])
+                min_ms = table.get("min_ms_by_keep", {}).get(_keep_key(min_keep), min_ms)
+        if own is not None:  # the run's own (or rank 0's) table: its meta, so its fingerprint travels on
+            meta = dict(own["meta"])
         missing = [unit for key, unit in needed.items() if key not in unit_ms]
         time_unit = timer or _UnitTimer(backend, batch, threads, warmup, runs)
         for unit in missing:
             unit_ms[unit.key] = float(time_unit(unit))
-        if whole is None:
-            time_whole = whole_timer or _WholeTimer(structure, backend, batch, threads, warmup, runs)
-            whole = {"dense": float(time_whole(structure.channels)),
-                     "min": float(time_whole(np.array(min_keep)))}
-        model = cls(structure, calls, unit_ms, whole["dense"], whole["min"], min_keep, meta)
-        if path is not None and (missing or _read_table(path, fingerprint) is None):
-            _write_table(path, model.to_json())
+        time_whole = whole_timer or _WholeTimer(structure, backend, batch, threads, warmup, runs)
+        timed_whole = dense_ms is None or min_ms is None
+        if dense_ms is None:
+            dense_ms = float(time_whole(structure.channels))
+        if min_ms is None:
+            min_ms = float(time_whole(np.array(min_keep)))
+        model = cls(structure, calls, unit_ms, dense_ms, float(min_ms), min_keep, meta)
+        if path is not None and own is None and (missing or timed_whole or cached is None):
+            table = model.to_json()
+            if cached is not None:  # keep what the cache held for other widths and floors
+                table["units"] = dict(sorted({**cached["units"], **table["units"]}.items()))
+                table["min_ms_by_keep"] = {**cached.get("min_ms_by_keep", {}), **table["min_ms_by_keep"]}
+            _write_table(path, table)
         model.cache_path = path
         return model
 
@@ -338,7 +366,9 @@ def _calls(structure: Structure, allowed: Sequence[np.ndarray], grid: int) -> li
                             module.bias is not None, tuple(shape[1:]))
                 depthwise = 1 < module.groups == module.in_channels == module.out_channels
             per_group_in = unit.in_channels // unit.groups
-            out_grid = _axis(unit.out_channels, out_drop, channels, allowed, grid, multiple=unit.groups)
+            # A depthwise conv's groups follow its channels; another grouped conv keeps its groups.
+            multiple = 1 if depthwise else unit.groups
+            out_grid = _axis(unit.out_channels, out_drop, channels, allowed, grid, multiple=multiple)
             in_grid = (1,) if depthwise else _axis(per_group_in, in_drop, channels, allowed, grid, multiple=1)
             calls.append(_Call(name, column, unit, depthwise, out_grid, in_grid))
     return calls
@@ -506,9 +536,19 @@ def _cache_dir(cache_dir: str | Path | None) -> Path:
     return Path(base) / "rlal" / "latency"
 
 
-def _read_table(source: str | Path | dict[str, Any], fingerprint: str) -> dict[str, Any] | None:
-    """A stored table (a file, or the table itself) for this fingerprint, or None (missing, unreadable or
-    another model's or machine's)."""
+def _keep_key(keep: Sequence[int] | np.ndarray) -> str:
+    return ",".join(str(int(k)) for k in keep)
+
+
+def _warn(message: str) -> None:
+    import warnings
+
+    warnings.warn(message, stacklevel=3)
+
+
+def _read_table(source: str | Path | dict[str, Any], key: str, fingerprint: str) -> dict[str, Any] | None:
+    """A stored table (a file, or the table itself) whose ``meta[key]`` is ``fingerprint``, or None
+    (missing, unreadable, or another model's or machine's)."""
     if isinstance(source, dict):
         stored: Any = source
     else:
@@ -517,7 +557,7 @@ def _read_table(source: str | Path | dict[str, Any], fingerprint: str) -> dict[s
         except (OSError, ValueError):
             return None
     ok = (isinstance(stored, dict) and stored.get("version") == TABLE_VERSION
-          and stored.get("meta", {}).get("fingerprint") == fingerprint
+          and isinstance(stored.get("meta"), dict) and stored["meta"].get(key) == fingerprint
           and isinstance(stored.get("units"), dict) and isinstance(stored.get("dense_ms"), int | float)
           and isinstance(stored.get("min_ms"), int | float)
           and all(isinstance(v, int | float) and math.isfinite(v) and v > 0

@@ -124,8 +124,8 @@ def train_and_prune(
     ))
     if not dist.is_main:
         metrics = SilentMetrics(metrics.lines)
-    elif env.budget.latency is not None:
-        env.budget.latency.write(run_dir / LATENCY_FILE)
+    elif env.budget.latency is not None and (checkpoint is None or not (run_dir / LATENCY_FILE).exists()):
+        env.budget.latency.write(run_dir / LATENCY_FILE)  # a resumed run keeps the file it priced with
     done, seconds_before = 0, 0.0
     if checkpoint is not None:  # continue exactly where the last complete epoch left the run
         state = checkpoint.state
