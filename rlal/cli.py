@@ -544,6 +544,7 @@ def cmd_bench_latency(args: argparse.Namespace) -> int:
               + ("" if args.no_predict else "  predicted (error)"))
         for row in m["latency"]:
             predicted = ("" if args.no_predict
+                         else "  missing (no table)" if row["predicted_speedup"] is None
                          else f"  {row['predicted_speedup']:>7.2f}x ({row['prediction_error']:+.0%})")
             print(f"  {row['backend']:<16} {row['batch']:>5}  {_latency_text(row['dense']):<26} "
                   f"{_latency_text(row['pruned']):<26} {row['speedup']:>7.2f}x  {row['of_ideal']:>7.0%}"

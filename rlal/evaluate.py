@@ -285,8 +285,11 @@ def bench_pruned(
     for row in rows:
         row["of_ideal"] = row["speedup"] / ideal
         if predict:
-            row.update(_predicted(saved, dense, row["backend"], row["batch"], runs))
-            row["prediction_error"] = row["predicted_speedup"] / row["speedup"] - 1
+            try:
+                row.update(_predicted(saved, dense, row["backend"], row["batch"], runs))
+                row["prediction_error"] = row["predicted_speedup"] / row["speedup"] - 1
+            except RlalError as exc:  # e.g. no measurable speed-up at this batch: the figure is missing
+                row.update(predicted_speedup=None, prediction_error=None, prediction_missing=str(exc))
     return {
         "path": str(saved.directory), "model": saved.name, "input_shape": list(saved.input_shape),
         "dense_macs": dense_macs, "macs": macs, "dense_params": dense_params, "params": params,
