@@ -264,12 +264,12 @@ def test_a_resumed_run_prices_plans_with_its_own_table_not_a_new_timing(tmp_path
 @pytest.mark.timing
 def test_a_plan_built_for_a_latency_target_measures_within_the_predictors_error(tmp_path):
     """Real timing on the CPU (noisy on a shared machine, hence the loose bound): the measured latency
-    ratio of a plan built for 60% of the dense latency is within 25% of the predicted ratio."""
+    ratio of a plan built for 80% of the dense latency is within 25% of the predicted ratio."""
     from rlal.export import compare_latency
 
-    structure = resnet_structure()
-    cfg = EnvConfig(target_macs=None, target_latency=0.6, round_to=8, latency_batch=32, latency_runs=10,
-                    latency_cache=str(tmp_path / "cache"))
+    structure = resnet_structure("all")
+    cfg = EnvConfig(target_macs=None, target_latency=0.8, policy="all", round_to=8, latency_batch=32,
+                    latency_runs=10, latency_cache=str(tmp_path / "cache"))
     budget = make_budget(structure, cfg)
     plan, _ = budget.uniform_plan()
     predicted_ratio = budget.latency.of(plan) / budget.latency.dense_ms
