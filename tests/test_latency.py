@@ -263,22 +263,23 @@ def test_a_resumed_run_prices_plans_with_its_own_table_not_a_new_timing(tmp_path
 
 @pytest.mark.timing
 def test_a_plan_built_for_a_latency_target_measures_within_the_predictors_error(tmp_path):
-    """Real timing on the CPU (noisy on a shared machine, hence the loose bound): the measured latency
-    ratio of a plan built for 80% of the dense latency is within 25% of the predicted ratio."""
+    """Real timing in ONNX Runtime on the CPU (noisy on a shared machine, hence the loose bound): the
+    measured latency ratio of a plan built for 80% of the dense latency is within 25% of the predicted
+    ratio (bench/latency_predictor.py measured a median error of 1.7% on this model and backend)."""
+    pytest.importorskip("onnxruntime")
     from rlal.export import compare_latency
 
-    structure = resnet_structure("all")
-    cfg = EnvConfig(target_macs=None, target_latency=0.8, policy="all", round_to=8, latency_batch=32,
-                    latency_runs=10, latency_cache=str(tmp_path / "cache"))
+    structure = resnet_structure()
+    cfg = EnvConfig(target_macs=None, target_latency=0.8, round_to=8, latency_backend="onnxruntime-cpu",
+                    latency_batch=64, latency_threads=1, latency_runs=10, latency_cache=str(tmp_path / "c"))
     budget = make_budget(structure, cfg)
     plan, _ = budget.uniform_plan()
     predicted_ratio = budget.latency.of(plan) / budget.latency.dense_ms
     dense = structure.model.eval()
-    row = compare_latency(dense, cut(structure, plan).eval(), (1, 28, 28), batches=[32],
-                          backends=["torch-cpu"], warmup=5, runs=40)[0]
+    row = compare_latency(dense, cut(structure, plan).eval(), (1, 28, 28), batches=[64],
+                          backends=["onnxruntime-cpu"], warmup=5, runs=40)[0]
     measured_ratio = row["pruned"]["median_ms"] / row["dense"]["median_ms"]
     assert abs(measured_ratio / predicted_ratio - 1) < 0.25
-    assert torch.get_num_threads() == 1
 
 
 def test_units_build_the_same_op_in_pytorch_and_onnx():
