@@ -175,7 +175,7 @@ def write_results(
         "",
         f"- Track: {first.get('model')} on {first.get('dataset')}, "
         f"{_train_images(base)} training images, test on {_count(first.get('test_images'))} images, "
-        f"{_budget_words(base)}, {base.train.epochs} epochs per from-scratch run "
+        f"budget {base.env.describe_budget()}, {base.train.epochs} epochs per from-scratch run "
         f"(rlal: {base.search.warmup_epochs} warm-up + {base.search.search_epochs} search + "
         f"{base.search.align_epochs} align + {base.train.epochs - base.search.cut_epoch} fine-tune; "
         f"{base.search.episodes_per_epoch} episodes per search epoch). "
@@ -342,16 +342,3 @@ def _plot(records: list[RunRecord], path: Path) -> Path | None:
         return None
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
     return path
-
-
-def _budget_words(config: RunConfig) -> str:
-    """The track's budget in words: the MACs target, the latency target, or both."""
-    env = config.env
-    parts = [f"MACs target {env.target_macs:g} of dense"] if env.target_macs is not None else []
-    if env.target_latency is not None:
-        parts.append(f"latency target {env.target_latency:g} of dense")
-    elif env.target_latency_ms is not None:
-        parts.append(f"latency target {env.target_latency_ms:g} ms")
-    if env.latency_budget:
-        parts[-1] += f" ({env.latency_backend}, batch {env.latency_batch})"
-    return " and ".join(parts)

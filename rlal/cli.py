@@ -19,12 +19,9 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import Any, NoReturn
 
 from rlal.errors import RlalError, RunInterrupted
-
-if TYPE_CHECKING:
-    from rlal.config import RunConfig
 
 DEMO_CONFIG = "demo"
 
@@ -405,16 +402,6 @@ def cmd_bench_quality(args: argparse.Namespace) -> int:
     return 0
 
 
-def _budget_text(config: RunConfig) -> str:
-    env = config.env
-    parts = [f"{env.target_macs:g} of its MACs"] if env.target_macs is not None else []
-    if env.target_latency is not None:
-        parts.append(f"{env.target_latency:g} of its latency")
-    elif env.target_latency_ms is not None:
-        parts.append(f"{env.target_latency_ms:g} ms per batch")
-    return " and ".join(parts)
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
     config = _run_config(args, default_config=DEMO_CONFIG)
     if config.method != "rlal":
@@ -425,7 +412,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     check_run_dir(args.out, overwrite=args.overwrite)  # an earlier demo run is replaced only when asked
     print(
         f"rlal demo: training {config.model.name} on {config.data.dataset} from scratch and pruning it to "
-        f"{_budget_text(config)} in the same run ({config.train.epochs} epochs on "
+        f"{config.env.describe_budget()} in the same run ({config.train.epochs} epochs on "
         f"{config.data.train_subset or 'all'} training images).",
         flush=True,
     )

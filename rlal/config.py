@@ -194,6 +194,18 @@ class EnvConfig:
         """Whether a latency budget is set."""
         return self.target_latency is not None or self.target_latency_ms is not None
 
+    def describe_budget(self) -> str:
+        """The budgets in words, e.g. ``0.5 of the dense MACs and 0.5 of the dense latency (torch-cpu, batch
+        64)``: how the demo and the quality tables state them."""
+        parts = [f"{self.target_macs:g} of the dense MACs"] if self.target_macs is not None else []
+        if self.target_latency is not None:
+            parts.append(f"{self.target_latency:g} of the dense latency")
+        elif self.target_latency_ms is not None:
+            parts.append(f"{self.target_latency_ms:g} ms per batch")
+        if self.latency_budget:
+            parts[-1] += f" ({self.latency_backend}, batch {self.latency_batch})"
+        return " and ".join(parts)
+
     def validate(self, prefix: str = "env") -> EnvConfig:
         """Check ranges the type system cannot express; raise :class:`RlalError` naming the key."""
         checks: list[tuple[bool, str]] = [

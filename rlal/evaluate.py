@@ -62,27 +62,37 @@ class SavedPruned:
         return ArchSpec.from_dict(self.spec["arch"]).build(trust_factory=self.trust_factory).eval()
 
 
-def _predicted(saved: SavedPruned, dense: nn.Module, backend: str, batch: int, runs: int) -> dict[str, Any]:
-    """The latency table's prediction for the saved plan on ``backend`` at ``batch``: the table of the run's
-    own budget settings (``env.min_keep_ratio``, ``env.round_to``, ``env.latency_grid``; defaults without a
-    run directory), read from the cache or timed (see :mod:`rlal.structure.latency`)."""
-    from rlal.config import EnvConfig
-    from rlal.env import allowed_counts
-    from rlal.structure.latency import LatencyModel
+class _Predictor:
+    """The latency table's prediction for a saved plan: the table of the run's own budget settings
+    (``env.min_keep_ratio``, ``env.round_to``, ``env.latency_grid``; defaults without a run directory), one
+    per backend and batch, read from the cache or timed (see :mod:`rlal.structure.latency`). The layers are
+    found once, the tables built as asked."""
 
-    env = EnvConfig()
-    if saved.run_dir is not None:
-        with contextlib.suppress(RlalError):
-            env = load_config(saved.run_dir / CONFIG_FILE).env
-    structure = find_layers(dense, saved.input_shape, policy=saved.spec.get("policy", "internal"))
-    plan = Plan.from_keep_counts(structure, [int(saved.spec["keep"][name]) for name in structure.names])
-    allowed = [np.union1d(allowed_counts(layer.channels, env.min_keep_ratio, env.round_to), [k])
-               for layer, k in zip(structure.layers, plan.array(), strict=True)]
-    table = LatencyModel.build(structure, allowed, backend=backend, batch=batch, grid=env.latency_grid,
-                               runs=min(runs, env.latency_runs), cache_dir=env.latency_cache)
-    predicted = table.of(plan)
-    return {"predicted_ms": predicted, "table_dense_ms": table.dense_ms,
-            "predicted_speedup": table.dense_ms / predicted}
+    def __init__(self, saved: SavedPruned, dense: nn.Module, runs: int) -> None:
+        from rlal.config import EnvConfig
+        from rlal.env import allowed_counts
+
+        self.env = EnvConfig()
+        if saved.run_dir is not None:
+            with contextlib.suppress(RlalError):
+                self.env = load_config(saved.run_dir / CONFIG_FILE).env
+        self.structure = find_layers(dense, saved.input_shape, policy=saved.spec.get("policy", "internal"))
+        keep = [int(saved.spec["keep"][name]) for name in self.structure.names]
+        self.plan = Plan.from_keep_counts(self.structure, keep)
+        env = self.env
+        self.allowed = [np.union1d(allowed_counts(layer.channels, env.min_keep_ratio, env.round_to), [k])
+                        for layer, k in zip(self.structure.layers, keep, strict=True)]
+        self.runs = min(runs, self.env.latency_runs)
+
+    def __call__(self, backend: str, batch: int) -> dict[str, Any]:
+        from rlal.structure.latency import LatencyModel
+
+        table = LatencyModel.build(self.structure, self.allowed, backend=backend, batch=batch,
+                                   grid=self.env.latency_grid, runs=self.runs,
+                                   cache_dir=self.env.latency_cache)
+        predicted = table.of(self.plan)
+        return {"predicted_ms": predicted, "table_dense_ms": table.dense_ms,
+                "predicted_speedup": table.dense_ms / predicted}
 
 
 def locate_pruned(path: str | Path) -> tuple[Path, Path | None]:
@@ -273,7 +283,7 @@ def bench_pruned(
     depend on the weights' values. ``trust_factory``: see :func:`open_pruned`.
 
     With ``predict``, each row also carries the latency table's prediction for the plan (see
-    :func:`_predicted`): ``predicted_speedup`` and ``prediction_error`` (predicted / measured speed-up,
+    :class:`_Predictor`): ``predicted_speedup`` and ``prediction_error`` (predicted / measured speed-up,
     minus 1)."""
     saved = open_pruned(path, trust_factory=trust_factory)
     dense = saved.dense()
@@ -282,11 +292,12 @@ def bench_pruned(
     ideal = dense_macs / macs
     rows = compare_latency(dense, saved.model, saved.input_shape, batches=batches, backends=backends,
                            warmup=warmup, runs=runs)
+    predictor = _Predictor(saved, dense, runs) if predict else None
     for row in rows:
         row["of_ideal"] = row["speedup"] / ideal
-        if predict:
+        if predictor is not None:
             try:
-                row.update(_predicted(saved, dense, row["backend"], row["batch"], runs))
+                row.update(predictor(row["backend"], row["batch"]))
                 row["prediction_error"] = row["predicted_speedup"] / row["speedup"] - 1
             except RlalError as exc:  # e.g. no measurable speed-up at this batch: the figure is missing
                 row.update(predicted_speedup=None, prediction_error=None, prediction_missing=str(exc))

@@ -121,9 +121,10 @@ def export_onnx(
     return path
 
 
-def onnxruntime_session(path: str | Path, threads: int | None = None) -> Any:
-    """An ONNX Runtime CPU ``InferenceSession`` on ``path`` with every graph optimisation on and
-    ``threads`` intra-op threads (default: as many as PyTorch uses, so that the two compare fairly)."""
+def onnxruntime_session(path: str | Path | bytes, threads: int | None = None) -> Any:
+    """An ONNX Runtime CPU ``InferenceSession`` on ``path`` (or a serialised model) with every graph
+    optimisation on and ``threads`` intra-op threads (default: as many as PyTorch uses, so that the two
+    compare fairly)."""
     ort = _import("onnxruntime")
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads if threads is not None else torch.get_num_threads()
@@ -131,9 +132,11 @@ def onnxruntime_session(path: str | Path, threads: int | None = None) -> Any:
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3  # errors only
     try:
-        return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+        model = path if isinstance(path, bytes) else str(path)
+        return ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime's own exception types
-        raise RlalError(f"{path}: ONNX Runtime cannot load it ({type(exc).__name__})") from None
+        what = "a serialised model" if isinstance(path, bytes) else path
+        raise RlalError(f"{what}: ONNX Runtime cannot load it ({type(exc).__name__})") from None
 
 
 def onnx_runner(session_or_path: Any, threads: int | None = None) -> Callable[[torch.Tensor], np.ndarray]:

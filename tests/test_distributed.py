@@ -18,7 +18,7 @@ import torch
 import torch.distributed as tdist
 import torch.multiprocessing as mp
 from test_data_imagefolder import write_folder
-from test_resume import joint_overrides, untimed
+from test_resume import joint_overrides, untimed, wait_past_checkpoint
 from test_train import fmnist_dir  # noqa: F401  (fixture re-used)
 
 from rlal.agent import make_agent, make_context
@@ -217,14 +217,7 @@ def killed_and_resumed(fmnist_dir, tmp_path_factory):  # noqa: F811
     job = subprocess.Popen(_torchrun("--out", str(out), *sets), env=ENV, stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.monotonic() + TIMEOUT
-        while time.monotonic() < deadline and job.poll() is None:
-            pointer = out / "checkpoint.json"
-            if pointer.exists() and json.loads(pointer.read_text())["epoch"] >= 2:
-                break
-            time.sleep(0.02)
-        assert job.poll() is None, f"the job ended before a rank could be killed: {job.stdout.read()}"
-        time.sleep(0.3)  # into the next epoch
+        wait_past_checkpoint(job, out, 2, timeout=TIMEOUT)
         victim = _rank_pid(job.pid, 1)
         assert victim is not None
         os.kill(victim, signal.SIGKILL)

@@ -103,6 +103,20 @@ def test_a_joint_run_stopped_after_any_epoch_resumes_to_the_uninterrupted_result
     assert saved["resumed"] is True and saved["plan"] == reference.plan.to_dict()
 
 
+def wait_past_checkpoint(process: subprocess.Popen, out: Path, epoch: int, timeout: float) -> None:
+    """Wait until the run in ``out`` has checkpointed ``epoch`` (while ``process`` still runs), then a little
+    longer, so that a kill lands inside the next epoch."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        pointer = out / "checkpoint.json"
+        if pointer.exists() and json.loads(pointer.read_text())["epoch"] >= epoch:
+            break
+        time.sleep(0.02)
+    output = process.stdout.read() if process.poll() is not None and process.stdout else ""
+    assert process.poll() is None, f"the run ended before it could be killed: {output}"
+    time.sleep(0.3)  # into the next epoch
+
+
 def test_a_joint_run_killed_mid_epoch_resumes_to_the_uninterrupted_result(
     fmnist_dir, joint_reference, tmp_path  # noqa: F811
 ):
@@ -112,16 +126,9 @@ def test_a_joint_run_killed_mid_epoch_resumes_to_the_uninterrupted_result(
     for override in joint_overrides(fmnist_dir):
         command += ["--set", override]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and process.poll() is None:
-            checkpoint = out / "checkpoint.json"
-            if checkpoint.exists() and json.loads(checkpoint.read_text())["epoch"] >= 2:
-                break
-            time.sleep(0.02)
-        assert process.poll() is None, f"the run ended before it could be killed: {process.stderr.read()}"
-        time.sleep(0.3)  # into the next epoch
+        wait_past_checkpoint(process, out, 2, timeout=120)
         process.send_signal(signal.SIGKILL)
     finally:
         process.kill()

@@ -53,13 +53,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from torch import nn
 
 from rlal.config import EnvConfig
 from rlal.errors import RlalError
 from rlal.structure import Plan, Structure
-from rlal.structure.latency import LatencyModel
+from rlal.structure.latency import LatencyModel, torch_threads
 from rlal.structure.trace import model_label
 
 
@@ -304,13 +303,9 @@ def latency_check(budget: Budget, plan: Plan, small: nn.Module) -> dict[str, Any
     dense = copy.deepcopy(budget.structure.model).cpu().eval()
     pruned = copy.deepcopy(small).cpu().eval()
     backend = latency.backend
-    threads_before = torch.get_num_threads()
-    torch.set_num_threads(int(latency.meta["threads"]))
-    try:
+    with torch_threads(int(latency.meta["threads"])):
         row = compare_latency(dense, pruned, budget.structure.input_shape, batches=[latency.batch],
                               backends=[backend], warmup=5, runs=30)[0]
-    finally:
-        torch.set_num_threads(threads_before)
     predicted = latency.of(plan)
     measured, dense_now = row["pruned"]["median_ms"], row["dense"]["median_ms"]
     # The table's dense time and the one measured now differ by the machine's drift; the ratio carries over.

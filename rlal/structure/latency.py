@@ -45,7 +45,8 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -154,7 +155,6 @@ Timer = Callable[[Unit], float]
 class _Call:
     """One call of a counted module in the dense model, with the grid its widths are timed on."""
 
-    module: str
     column: int  # the module's column in CostModel.widths
     unit: Unit  # at full width
     depthwise: bool
@@ -370,7 +370,7 @@ def _calls(structure: Structure, allowed: Sequence[np.ndarray], grid: int) -> li
             multiple = 1 if depthwise else unit.groups
             out_grid = _axis(unit.out_channels, out_drop, channels, allowed, grid, multiple=multiple)
             in_grid = (1,) if depthwise else _axis(per_group_in, in_drop, channels, allowed, grid, multiple=1)
-            calls.append(_Call(name, column, unit, depthwise, out_grid, in_grid))
+            calls.append(_Call(column, unit, depthwise, out_grid, in_grid))
     return calls
 
 
@@ -442,31 +442,16 @@ class _UnitTimer:
         self.backend, self.batch, self.threads, self.warmup, self.runs = backend, batch, threads, warmup, runs
 
     def __call__(self, unit: Unit) -> float:
-        from rlal.export import measure_latency, onnx_runner
+        from rlal.export import measure_latency, onnx_runner, onnxruntime_session
 
         if self.backend == "onnxruntime-cpu":
-            session = onnxruntime_session_from_bytes(unit.onnx_bytes(), self.threads)
-            fn: Any = onnx_runner(session)
+            fn: Any = onnx_runner(onnxruntime_session(unit.onnx_bytes(), self.threads))
             device = "cpu"
         else:
             fn, device = unit.torch_module(), "cuda" if self.backend == "torch-cuda" else "cpu"
-        with _threads(self.threads):
+        with torch_threads(self.threads):
             return float(measure_latency(fn, unit.input_shape, self.batch, device=device, warmup=self.warmup,
                                          runs=self.runs)["median_ms"])
-
-
-def onnxruntime_session_from_bytes(model: bytes, threads: int) -> Any:
-    """An ONNX Runtime CPU session on a serialised model, set up as
-    :func:`rlal.export.onnxruntime_session` sets one up."""
-    from rlal.export import _import
-
-    ort = _import("onnxruntime")
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3
-    return ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
 
 
 class _WholeTimer:
@@ -488,7 +473,7 @@ class _WholeTimer:
         else:
             model = cut(structure, Plan.from_keep_counts(structure, [int(k) for k in keep]))
         model = model.cpu().eval()
-        with _threads(self.threads):
+        with torch_threads(self.threads):
             if self.backend == "onnxruntime-cpu":
                 with tempfile.TemporaryDirectory(prefix="rlal-latency-") as tmp:
                     runner = onnx_runner(export_onnx(model, shape, Path(tmp) / "model.onnx"), self.threads)
@@ -499,17 +484,15 @@ class _WholeTimer:
                                          runs=self.runs)["median_ms"])
 
 
-class _threads:
-    """Set torch's CPU threads for a block, then put the previous number back."""
-
-    def __init__(self, n: int) -> None:
-        self.n, self.before = n, torch.get_num_threads()
-
-    def __enter__(self) -> None:
-        torch.set_num_threads(self.n)
-
-    def __exit__(self, *exc: object) -> None:
-        torch.set_num_threads(self.before)
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Torch's CPU threads set to ``n`` for a block, the previous number put back after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _environment(backend: str) -> dict[str, Any]:
