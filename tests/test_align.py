@@ -223,12 +223,18 @@ def test_lambda_schedule() -> None:
     constant = AlignConfig(lam=3e-4, schedule="constant", ramp_epochs=4)
     assert [lambda_at(e, constant) for e in range(3)] == [3e-4] * 3
     assert AlignConfig().lam == 1e-4 and AlignConfig().schedule == "linear"
-    assert AlignConfig().target_ratio == 0.03
+    assert AlignConfig().target_ratio == 0.03 and AlignConfig().path == "linear"
     for bad, key in (("lam=-1.0", "lam"), ("schedule=cosine", "schedule"), ("ramp_epochs=0", "ramp_epochs")):
         with pytest.raises(RlalError, match=f"search.align.{key}"):
             load_config(None, [f"search.align.{bad}"])
     with pytest.raises(RlalError):
         lambda_at(-1, linear)
+
+
+def test_an_unknown_steering_path_in_the_config_is_refused_by_name() -> None:
+    with pytest.raises(RlalError, match=r"search\.align\.path"):
+        load_config(None, ["search.align.path=cosine"])
+    assert load_config(None, ["search.align.path=geometric"]).search.align.path == "geometric"
 
 
 def test_plugs_into_train_one_epoch_as_the_regularizer() -> None:
@@ -250,7 +256,8 @@ def test_plugs_into_train_one_epoch_as_the_regularizer() -> None:
     assert stats.images == 24
 
 
-def test_steering_reaches_the_target_ratio_that_a_fixed_small_lambda_misses() -> None:
+@pytest.mark.parametrize("path", ["linear", "geometric"])
+def test_steering_reaches_the_target_ratio_that_a_fixed_small_lambda_misses(path: str) -> None:
     """Cross-entropy pulls every channel back; a fixed lambda sized for another run length barely moves the
     removed channels, while steering sizes lambda to the steps and the norms and follows the path."""
     g = torch.Generator().manual_seed(0)
@@ -267,12 +274,47 @@ def test_steering_reaches_the_target_ratio_that_a_fixed_small_lambda_misses() ->
         align.set_plan(None, kept)
         opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
         if steered:
-            align.steer(model, 0.03, steps=len(batches), lr=0.05, momentum=0.9)
+            align.steer(model, 0.03, steps=len(batches), lr=0.05, momentum=0.9, path=path)
             assert align.lam > 1e-4  # sized to the steps and the norms
         train_one_epoch(model, batches, opt, None, runtime, regularizer=align)
         ratios[steered] = align.removed_kept_norm_ratio(model)
     assert ratios[False] > 0.5
     assert ratios[True] <= 0.05, ratios
+
+
+def test_a_linear_steering_path_takes_the_channels_away_more_gently_at_first() -> None:
+    """Both paths bring the ratio down by the end; 24 steps in (of 64 steered), the geometric path has
+    already taken more of the removed channels' norm than the linear one."""
+    g = torch.Generator().manual_seed(0)
+    batches = [
+        (torch.randn(16, *SHAPE, generator=g), torch.randint(0, 10, (16,), generator=g)) for _ in range(80)
+    ]
+    runtime = Runtime(device=torch.device("cpu"), amp_dtype=None, channels_last=False)
+    early, end = {}, {}
+    for path in ("geometric", "linear"):
+        torch.manual_seed(0)
+        structure = zoo("resnet20")
+        model = structure.model
+        _, kept = half_plan(structure)
+        align = AlignmentRegularizer(structure, lam=1e-4)
+        align.set_plan(None, kept)
+        opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+        align.steer(model, 0.03, steps=len(batches), lr=0.05, momentum=0.9, path=path)
+        train_one_epoch(model, batches[:24], opt, None, runtime, regularizer=align)
+        early[path] = align.removed_kept_norm_ratio(model)
+        train_one_epoch(model, batches[24:], opt, None, runtime, regularizer=align)
+        end[path] = align.removed_kept_norm_ratio(model)
+    assert early["linear"] > early["geometric"] + 0.04, early
+    assert end["linear"] < 0.1 and end["geometric"] < 0.1, end
+
+
+def test_an_unknown_steering_path_is_refused() -> None:
+    structure = zoo("resnet20")
+    _, kept = half_plan(structure)
+    align = AlignmentRegularizer(structure)
+    align.set_plan(None, kept)
+    with pytest.raises(RlalError, match="steering path must be"):
+        align.steer(structure.model, 0.03, steps=10, path="cosine")
 
 
 def test_steering_state_round_trips() -> None:

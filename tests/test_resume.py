@@ -103,6 +103,27 @@ def test_a_joint_run_stopped_after_any_epoch_resumes_to_the_uninterrupted_result
     assert saved["resumed"] is True and saved["plan"] == reference.plan.to_dict()
 
 
+@pytest.mark.parametrize("path", ["geometric", "linear"])
+def test_a_run_stopped_between_two_align_epochs_resumes_on_the_same_steering_path(
+    fmnist_dir, tmp_path, monkeypatch, path  # noqa: F811
+):
+    """The steering's path and progress are in the checkpoint: a run stopped after the first of two align
+    epochs ends exactly where an uninterrupted one does."""
+    overrides = [*joint_overrides(fmnist_dir), "train.epochs=8", "search.align_epochs=2",
+                 f"search.align.path={path}"]
+    config = load_config(None, overrides)
+    reference = fit_joint(config, tmp_path / "reference")
+    out = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        interrupt_after(patch, rlal.train.joint, 5)  # the first of the two align epochs (5 and 6)
+        with pytest.raises(RunInterrupted):
+            fit_joint(config, out)
+    assert load_checkpoint(out).state["align"]["steer"]["linear"] is (path == "linear")
+    resumed = fit_joint(config, out, resume=True)
+    assert resumed.test_acc == reference.test_acc
+    assert same_metrics(out, tmp_path / "reference")
+
+
 def wait_past_checkpoint(process: subprocess.Popen, out: Path, epoch: int, timeout: float) -> None:
     """Wait until the run in ``out`` has checkpointed ``epoch`` (while ``process`` still runs), then a little
     longer, so that a kill lands inside the next epoch."""

@@ -29,11 +29,15 @@ steps, the learning rate and the channels' norms, so no one value suits a 6-epoc
 GPU one. For the frozen-plan epochs before the cut, the weight is instead sized and then steered. Sized: a
 removed group's norm falls by about ``lr * lam / (1 - momentum)`` per SGD step from the penalty alone, so
 ``lam = mean removed norm * (1 - momentum) / (lr * 0.8 * steps)`` would bring it to zero at 80% of the
-steps if nothing pulled back. Steered: every step, the removed/kept norm ratio should follow a geometric
-path from its value at the start to ``target_ratio``, reached at 80% of the steps (the rest consolidates);
+steps if nothing pulled back. Steered: every step, the removed/kept norm ratio should follow a path
+(linear by default, or geometric) from its value at the start to ``target_ratio``, reached at 80% of the
+steps (the rest consolidates);
 ``lam`` is multiplied by 1.1 at every step the ratio is above the path and divided by 1.1 at every step it
-is below, so the cross-entropy's pull back is answered whatever its size. A hand-written controller,
-because it is part of the method (alignment must reach the cut), not a general training utility.
+is below, so the cross-entropy's pull back is answered whatever its size. On the linear path ``lam`` never
+falls below its sized start, which alone would bring the removed norm down linearly: without that floor, a
+dip below the path early on let ``lam`` decay by factors and the channels grow back before the end. A
+hand-written controller, because it is part of the method (alignment must reach the cut), not a general
+training utility.
 
 The grouping is taken from each layer's :class:`~rlal.structure.GroupMember` list, exactly what
 ``importance.py`` sums for the ``"l2"`` criterion and what ``surgery.py`` cuts, plus the biases (a removed
@@ -311,14 +315,17 @@ class AlignmentRegularizer:
     # ------------------------------------------------------------------ steering
     def steer(
         self, model: nn.Module, target_ratio: float, steps: int, lr: float | None = None,
-        momentum: float = 0.0,
+        momentum: float = 0.0, path: str = "linear",
     ) -> None:
         """Steer ``lam`` over the next ``steps`` calls so that the norm ratio reaches ``target_ratio`` (see
-        the module docstring); the path starts at the ratio ``model`` has now. Given the learning rate ``lr``
-        (and SGD ``momentum``) of those steps, ``lam`` starts at the size that would reach zero at 80% of
-        them, or at the current ``lam`` if that is larger. Needs a plan."""
+        the module docstring) along ``path`` (``"linear"`` or ``"geometric"``); the path starts at the ratio
+        ``model`` has now. Given the learning rate ``lr`` (and SGD ``momentum``) of those steps, ``lam``
+        starts at the size that would reach zero at 80% of them, or at the current ``lam`` if that is larger
+        (on the linear path, also its floor). Needs a plan."""
         if self._removed is None:
             raise RlalError("steer() needs a plan: call set_plan first")
+        if path not in ("geometric", "linear"):
+            raise RlalError(f"steering path must be 'geometric' or 'linear', got {path!r}")
         start = self.removed_kept_norm_ratio(model)
         if not math.isfinite(start) or target_ratio <= 0 or steps < 1:
             self._steer = None
@@ -328,7 +335,8 @@ class AlignmentRegularizer:
             removed_mean = norms[torch.cat(self._removed)].mean().item()
             self.lam = max(self.lam, removed_mean * (1 - momentum) / (lr * _STEER_REACH * steps))
         self.lam = max(self.lam, _LAM_FLOOR)
-        self._steer = {"start": max(start, target_ratio), "target": target_ratio, "steps": steps, "done": 0}
+        self._steer = {"start": max(start, target_ratio), "target": target_ratio, "steps": steps, "done": 0,
+                       "linear": path == "linear", "floor": self.lam if path == "linear" else _LAM_FLOOR}
 
     def _steer_step(self, model: nn.Module) -> torch.Tensor:
         """One step of the controller; returns this step's ``lam`` as a device scalar. The ratio and ``lam``
@@ -336,12 +344,15 @@ class AlignmentRegularizer:
         s = self._steer
         assert s is not None
         progress = min(1.0, s["done"] / max(1.0, _STEER_REACH * s["steps"]))
-        wanted = s["start"] * (s["target"] / s["start"]) ** progress
+        if s.get("linear"):
+            wanted = s["start"] + (s["target"] - s["start"]) * progress
+        else:
+            wanted = s["start"] * (s["target"] / s["start"]) ** progress
         ratio = self._ratio_tensor(model)
         lam = self._lam_t
         if lam is None or lam.device != ratio.device:
             lam = torch.tensor(self._lam, dtype=torch.float64, device=ratio.device)
-        up, down = lam * _STEER_GAIN, (lam / _STEER_GAIN).clamp_min(_LAM_FLOOR)
+        up, down = lam * _STEER_GAIN, (lam / _STEER_GAIN).clamp_min(s.get("floor", _LAM_FLOOR))
         self._lam_t = torch.where(ratio.isfinite(), torch.where(ratio > wanted, up, down), lam)
         s["done"] += 1
         return self._lam_t.to(ratio.dtype) if ratio.dtype != torch.float64 else self._lam_t
