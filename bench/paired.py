@@ -1,0 +1,62 @@
+"""Paired differences of test accuracy between two methods of two quality tables, over their common seeds.
+
+A variant track (e.g. ``t1-fmnist-resnet20-linear``: the same config with one setting changed) can be
+compared with the baselines of the main track's table, as the per-run records in ``docs/results/<name>.json``
+allow; the tables themselves pair only the runs of one table.
+
+    python bench/paired.py docs/results/t1-fmnist-resnet20-linear.json:rlal \\
+        docs/results/t1-fmnist-resnet20.json:uniform
+
+Prints one line per seed and the mean ± standard deviation of ``a - b`` in points. This is a benchmark
+script, not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+
+def _fail(message: str) -> NoReturn:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def accuracies(spec: str) -> tuple[str, dict[int, float]]:
+    """``TABLE.json:METHOD`` -> (the spec, {seed: test accuracy}) from the table's per-run records."""
+    path, _, method = spec.rpartition(":")
+    if not path or not method:
+        _fail(f"expected TABLE.json:METHOD, got {spec!r}")
+    try:
+        records = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        _fail(f"cannot read the records of {path}: {e}")
+    found = {int(r["seed"]): float(r["test_acc"]) for r in records if r["method"] == method}
+    if not found:
+        _fail(f"{path} has no run of method {method!r}")
+    return spec, found
+
+
+def main() -> None:
+    """Print the paired differences ``a - b`` over the seeds both have."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("a", help="TABLE.json:METHOD")
+    parser.add_argument("b", help="TABLE.json:METHOD")
+    args = parser.parse_args()
+    (name_a, a), (name_b, b) = accuracies(args.a), accuracies(args.b)
+    seeds = sorted(set(a) & set(b))
+    if not seeds:
+        _fail(f"{name_a} and {name_b} have no seed in common")
+    diffs = [a[s] - b[s] for s in seeds]
+    for s, d in zip(seeds, diffs, strict=True):
+        print(f"seed {s}: {a[s]:.2f} - {b[s]:.2f} = {d:+.2f}")
+    spread = f" ± {statistics.stdev(diffs):.2f}" if len(diffs) > 1 else ""
+    print(f"{name_a} - {name_b}, seeds {','.join(map(str, seeds))}: {statistics.mean(diffs):+.2f}{spread}")
+
+
+if __name__ == "__main__":
+    main()
