@@ -2,10 +2,11 @@
 
 A variant track (e.g. ``t1-fmnist-resnet20-linear``: the same config with one setting changed) can be
 compared with the baselines of the main track's table, as the per-run records in ``docs/results/<name>.json``
-allow; the tables themselves pair only the runs of one table.
+allow; the tables themselves pair only the runs of one table. Several tables, comma-separated, pool their
+records of the method (seeds that ran in different sessions).
 
     python bench/paired.py docs/results/t1-fmnist-resnet20-linear.json:rlal \\
-        docs/results/t1-fmnist-resnet20.json:uniform
+        docs/results/t1-fmnist-resnet20.json,docs/results/t1-fmnist-resnet20-linear.json:uniform
 
 Prints one line per seed and the mean ± standard deviation of ``a - b`` in points. This is a benchmark
 script, not a test.
@@ -27,25 +28,33 @@ def _fail(message: str) -> NoReturn:
 
 
 def accuracies(spec: str) -> tuple[str, dict[int, float]]:
-    """``TABLE.json:METHOD`` -> (the spec, {seed: test accuracy}) from the table's per-run records."""
-    path, _, method = spec.rpartition(":")
-    if not path or not method:
-        _fail(f"expected TABLE.json:METHOD, got {spec!r}")
-    try:
-        records = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        _fail(f"cannot read the records of {path}: {e}")
-    found = {int(r["seed"]): float(r["test_acc"]) for r in records if r["method"] == method}
+    """``TABLE.json[,TABLE.json...]:METHOD`` -> (the spec, {seed: test accuracy}) from the tables' per-run
+    records; a seed that two tables hold with different accuracies is refused."""
+    paths, _, method = spec.rpartition(":")
+    if not paths or not method:
+        _fail(f"expected TABLE.json[,TABLE.json...]:METHOD, got {spec!r}")
+    found: dict[int, float] = {}
+    for path in paths.split(","):
+        try:
+            records = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            _fail(f"cannot read the records of {path}: {e}")
+        for r in records:
+            if r["method"] != method:
+                continue
+            seed, acc = int(r["seed"]), float(r["test_acc"])
+            if found.setdefault(seed, acc) != acc:
+                _fail(f"{method} seed {seed} has two different accuracies in {paths}")
     if not found:
-        _fail(f"{path} has no run of method {method!r}")
+        _fail(f"{paths} has no run of method {method!r}")
     return spec, found
 
 
 def main() -> None:
     """Print the paired differences ``a - b`` over the seeds both have."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("a", help="TABLE.json:METHOD")
-    parser.add_argument("b", help="TABLE.json:METHOD")
+    parser.add_argument("a", help="TABLE.json[,TABLE.json...]:METHOD")
+    parser.add_argument("b", help="TABLE.json[,TABLE.json...]:METHOD")
     args = parser.parse_args()
     (name_a, a), (name_b, b) = accuracies(args.a), accuracies(args.b)
     seeds = sorted(set(a) & set(b))
