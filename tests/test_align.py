@@ -237,20 +237,34 @@ def test_an_unknown_steering_path_in_the_config_is_refused_by_name() -> None:
     assert load_config(None, ["search.align.path=geometric"]).search.align.path == "geometric"
 
 
+def _noise_batches(n: int = 80, size: int = 16) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    g = torch.Generator().manual_seed(0)
+    return [
+        (torch.randn(size, *SHAPE, generator=g), torch.randint(0, 10, (size,), generator=g)) for _ in range(n)
+    ]
+
+
+def _half_plan_alignment() -> tuple[nn.Module, AlignmentRegularizer, torch.optim.Optimizer]:
+    """A fresh ResNet-20 with the half plan set on a small fixed lambda, and its SGD optimiser."""
+    structure = zoo("resnet20")
+    _, kept = half_plan(structure)
+    align = AlignmentRegularizer(structure, lam=1e-4)
+    align.set_plan(None, kept)
+    return structure.model, align, torch.optim.SGD(structure.model.parameters(), lr=0.05, momentum=0.9)
+
+
+_CPU = Runtime(device=torch.device("cpu"), amp_dtype=None, channels_last=False)
+
+
 def test_plugs_into_train_one_epoch_as_the_regularizer() -> None:
     structure = zoo("resnet20")
     model = structure.model
     _, kept = half_plan(structure)
     align = AlignmentRegularizer(structure, lam=1e-2)
     align.set_plan(None, kept)
-    g = torch.Generator().manual_seed(0)
-    batches = [
-        (torch.randn(8, *SHAPE, generator=g), torch.randint(0, 10, (8,), generator=g)) for _ in range(3)
-    ]
-    runtime = Runtime(device=torch.device("cpu"), amp_dtype=None, channels_last=False)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     before = align.penalty(model).item()
-    stats = train_one_epoch(model, batches, opt, None, runtime, regularizer=align)
+    stats = train_one_epoch(model, _noise_batches(3, size=8), opt, None, _CPU, regularizer=align)
     assert stats.reg_loss > 0
     assert stats.reg_loss == pytest.approx(1e-2 * before, rel=0.2)
     assert stats.images == 24
@@ -260,49 +274,31 @@ def test_plugs_into_train_one_epoch_as_the_regularizer() -> None:
 def test_steering_reaches_the_target_ratio_that_a_fixed_small_lambda_misses(path: str) -> None:
     """Cross-entropy pulls every channel back; a fixed lambda sized for another run length barely moves the
     removed channels, while steering sizes lambda to the steps and the norms and follows the path."""
-    g = torch.Generator().manual_seed(0)
-    batches = [
-        (torch.randn(16, *SHAPE, generator=g), torch.randint(0, 10, (16,), generator=g)) for _ in range(80)
-    ]
-    runtime = Runtime(device=torch.device("cpu"), amp_dtype=None, channels_last=False)
+    batches = _noise_batches()
     ratios = {}
     for steered in (False, True):
-        structure = zoo("resnet20")
-        model = structure.model
-        _, kept = half_plan(structure)
-        align = AlignmentRegularizer(structure, lam=1e-4)
-        align.set_plan(None, kept)
-        opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+        model, align, opt = _half_plan_alignment()
         if steered:
             align.steer(model, 0.03, steps=len(batches), lr=0.05, momentum=0.9, path=path)
             assert align.lam > 1e-4  # sized to the steps and the norms
-        train_one_epoch(model, batches, opt, None, runtime, regularizer=align)
+        train_one_epoch(model, batches, opt, None, _CPU, regularizer=align)
         ratios[steered] = align.removed_kept_norm_ratio(model)
     assert ratios[False] > 0.5
     assert ratios[True] <= 0.05, ratios
 
 
 def test_a_linear_steering_path_takes_the_channels_away_more_gently_at_first() -> None:
-    """Both paths bring the ratio down by the end; 24 steps in (of 64 steered), the geometric path has
-    already taken more of the removed channels' norm than the linear one."""
-    g = torch.Generator().manual_seed(0)
-    batches = [
-        (torch.randn(16, *SHAPE, generator=g), torch.randint(0, 10, (16,), generator=g)) for _ in range(80)
-    ]
-    runtime = Runtime(device=torch.device("cpu"), amp_dtype=None, channels_last=False)
+    """Both paths bring the ratio down by the end; 24 steps into 80 (both paths reach the target at step
+    64), the geometric path has already taken more of the removed channels' norm than the linear one."""
+    batches = _noise_batches()
     early, end = {}, {}
     for path in ("geometric", "linear"):
         torch.manual_seed(0)
-        structure = zoo("resnet20")
-        model = structure.model
-        _, kept = half_plan(structure)
-        align = AlignmentRegularizer(structure, lam=1e-4)
-        align.set_plan(None, kept)
-        opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+        model, align, opt = _half_plan_alignment()
         align.steer(model, 0.03, steps=len(batches), lr=0.05, momentum=0.9, path=path)
-        train_one_epoch(model, batches[:24], opt, None, runtime, regularizer=align)
+        train_one_epoch(model, batches[:24], opt, None, _CPU, regularizer=align)
         early[path] = align.removed_kept_norm_ratio(model)
-        train_one_epoch(model, batches[24:], opt, None, runtime, regularizer=align)
+        train_one_epoch(model, batches[24:], opt, None, _CPU, regularizer=align)
         end[path] = align.removed_kept_norm_ratio(model)
     assert early["linear"] > early["geometric"] + 0.04, early
     assert end["linear"] < 0.1 and end["geometric"] < 0.1, end
