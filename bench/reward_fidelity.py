@@ -1,0 +1,289 @@
+"""Does the search's reward predict how a plan ends after training? Per-plan JSON lines, then a summary.
+
+The joint method chooses an architecture by the accuracy of its masked sub-network on the weights of the
+search (the reward split, BN statistics re-estimated). What matters is how that architecture ends after the
+rest of the epoch budget. This bench measures both for the same plans, from the same weights:
+
+1. ``prefix``: the dense model trains for the track's warm-up + search epochs (the run's own schedule),
+   as the joint method's weights have when the final plan is chosen; the weights are saved in OUT.
+2. ``screen``: many plans on the budget, drawn as the search draws them (relative actions at
+   ``env.action_range``, and at a narrower range), are scored on a few reward batches, as an episode is.
+   The plans kept for training span that score: the best, the worst and some in between, the uniform plan
+   among them (twice: the second copy trains on another data order, so the noise of training is known).
+3. ``train``: for each kept plan (``--only`` splits them between processes), the score on the whole
+   reward split (the final choice's measure); the score after a short fine-tune of the cut model
+   (``--proxy-steps``, at the schedule's learning rate, BN statistics from those steps), a candidate
+   reward that tracks trainability; then the cut model trains for the rest of the epochs (the joint
+   method's fine-tune schedule) and is scored on the reward split and the test set.
+4. ``summary``: rank correlations of each score with the final accuracies, and the spread of the final
+   accuracies against the noise of training.
+
+    python bench/reward_fidelity.py prefix  --config bench-t2-fmnist-resnet56.yaml --seed 7 --out DIR
+    python bench/reward_fidelity.py screen  --out DIR [--screen 24] [--keep 7]
+    python bench/reward_fidelity.py train   --out DIR --only 0,2,4,6
+    python bench/reward_fidelity.py summary --out DIR
+
+Each stage reads what the one before wrote in OUT (the config is saved there by ``prefix``). Use seeds
+that no table reports: this is for choosing a reward, not for reporting a result. A benchmark, not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import itertools
+import json
+import platform
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from rlal.checkpoint import load_weights, save_weights, write_json
+from rlal.config import RunConfig, load_config, resolve_config_path, save_config
+from rlal.env import PruningEnv
+from rlal.env.reward import first_batches
+from rlal.structure import Plan, channel_importance, cut, find_layers
+from rlal.train.choice import score_plans
+from rlal.train.dense import input_shape, place, setup
+from rlal.train.epoch import evaluate, train_one_epoch
+from rlal.train.optim import build_optimizer, build_scheduler
+
+NARROW_RANGE = 1.25  # the near-uniform search of the t2-fmnist-resnet56-local experiment
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("stage", choices=("prefix", "screen", "train", "summary"))
+    parser.add_argument("--out", type=Path, required=True, help="the bench's directory")
+    parser.add_argument("--config", help="prefix: a run config (shipped name or path)")
+    parser.add_argument("--seed", type=int, default=7, help="prefix: the run's seed (report none of these)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="prefix: overrides")
+    parser.add_argument("--screen", type=int, default=24, help="screen: random plans drawn and scored")
+    parser.add_argument("--keep", type=int, default=7, help="screen: plans kept for training besides uniform")
+    parser.add_argument("--only", default="", help="train: comma-separated plan indices (default all)")
+    parser.add_argument("--proxy-steps", default="25,100", help="train: fine-tune steps of the proxy scores")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.stage == "prefix":
+        if args.config is None:
+            parser.error("prefix needs --config")
+        overrides = [f"seed={args.seed}", "method=rlal", *args.set]
+        config = load_config(resolve_config_path(args.config), overrides)
+        save_config(config, args.out / "config.yaml")
+        prefix(config, args.out)
+    elif args.stage == "screen":
+        screen(_config(args.out), args.out, args.screen, args.keep)
+    elif args.stage == "train":
+        only = [int(i) for i in args.only.split(",") if i.strip()] or None
+        steps = [int(s) for s in args.proxy_steps.split(",") if s.strip()]
+        train(_config(args.out), args.out, only, steps, args.threads)
+    else:
+        summary(args.out)
+    return 0
+
+
+def _config(out: Path) -> RunConfig:
+    return load_config(out / "config.yaml")
+
+
+def prefix_epochs(config: RunConfig) -> int:
+    """The epochs the dense weights train before the final plan is chosen."""
+    return config.search.warmup_epochs + config.search.search_epochs
+
+
+def prefix(config: RunConfig, out: Path) -> None:
+    """Train the dense model for the search's epochs on the run's schedule; save its weights."""
+    runtime, data, model = setup(config)
+    optimizer = build_optimizer(model, config.optim)
+    scheduler = build_scheduler(optimizer, config.optim, config.train.epochs, len(data.train))
+    for epoch in range(1, prefix_epochs(config) + 1):
+        data.train.set_epoch(epoch)
+        stats = train_one_epoch(model, data.train, optimizer, scheduler, runtime,
+                                label_smoothing=config.optim.label_smoothing)
+        print(json.dumps({"stage": "prefix", "epoch": epoch, "train_loss": round(stats.loss, 4)}), flush=True)
+    save_weights(model, out / "prefix.safetensors")
+
+
+def _loaded(config: RunConfig, out: Path):
+    runtime, data, model = setup(config)
+    load_weights(model, out / "prefix.safetensors")
+    structure = find_layers(model, input_shape(data), policy=config.env.policy)
+    return runtime, data, structure
+
+
+def screen(config: RunConfig, out: Path, draws: int, keep: int) -> None:
+    """Draw plans as the search does, score each on the search's few reward batches, keep a spread."""
+    runtime, data, structure = _loaded(config, out)
+    scores = channel_importance(structure, config.env.criterion)
+    rng = np.random.default_rng(config.seed)
+    plans: list[Plan] = []
+    sources: list[str] = []
+    for i in range(draws):
+        action_range = config.env.action_range if i % 2 == 0 else NARROW_RANGE
+        env = PruningEnv(structure, _with_range(config, action_range).env)  # budget only
+        env.reset()
+        for _ in range(env.num_layers):
+            env.step(float(rng.random()))
+        plans.append(env.plan_of(env.finish()))
+        sources.append(f"random-{i} range {action_range:g}")
+    uniform = PruningEnv(structure, config.env).uniform_plan
+    batches = list(first_batches(data.reward, config.env.reward_batches))
+    correct = score_plans(structure, [uniform, *plans], batches, data.train, runtime,
+                          criterion=config.env.criterion, scores=scores,
+                          bn_batches=max(1, config.env.bn_recalibration_batches), bn_sets=1)
+    acc = 100 * correct.mean(axis=(1, 2))
+    reward = acc[1:] - acc[0]  # the search's vs-uniform reward
+    order = list(np.argsort(-reward))
+    picked = _spread(order, keep)
+    chosen = [{"index": 0, "source": "uniform", "screen_reward": 0.0, "keep": uniform.to_dict()},
+              {"index": 1, "source": "uniform (second data order)", "screen_reward": 0.0,
+               "keep": uniform.to_dict(), "data_seed_offset": 1000}]
+    for j, i in enumerate(picked):
+        chosen.append({"index": j + 2, "source": sources[i], "screen_reward": round(float(reward[i]), 3),
+                       "keep": plans[i].to_dict()})
+    write_json(out / "plans.json", {"screened": [{"source": s, "screen_reward": round(float(r), 3)}
+                                                 for s, r in zip(sources, reward, strict=True)],
+                                    "uniform_screen_acc": float(acc[0]), "plans": chosen})
+    for c in chosen:
+        print(json.dumps({k: v for k, v in c.items() if k != "keep"}), flush=True)
+
+
+def _with_range(config: RunConfig, action_range: float) -> RunConfig:
+    changed = copy.deepcopy(config)
+    changed.env.action_range = action_range
+    return changed
+
+
+def _spread(order: list[int], keep: int) -> list[int]:
+    """``keep`` positions of a ranking: its two ends and evenly spaced ones between, best first."""
+    if keep >= len(order):
+        return order
+    positions = np.unique(np.round(np.linspace(0, len(order) - 1, keep)).astype(int))
+    return [order[p] for p in positions]
+
+
+def train(config: RunConfig, out: Path, only: list[int] | None, proxy_steps: list[int], threads: int) -> None:
+    """For each kept plan: its reward-split score, its proxy scores, then its accuracy after training."""
+    plans = json.loads((out / "plans.json").read_text())["plans"]
+    runtime, data, structure = _loaded(config, out)
+    scores = channel_importance(structure, config.env.criterion)
+    done = _records(out)
+    start_epoch = prefix_epochs(config)
+    bn = max(1, config.env.bn_recalibration_batches)
+    for entry in plans:
+        if (only is not None and entry["index"] not in only) or entry["index"] in done:
+            continue
+        t0 = time.perf_counter()
+        plan = Plan.from_keep_counts(structure, entry["keep"])
+        record: dict[str, Any] = {"index": entry["index"], "source": entry["source"],
+                                  "screen_reward": entry["screen_reward"]}
+        correct = score_plans(structure, [plan], data.reward, data.train, runtime,
+                              criterion=config.env.criterion, scores=scores, bn_batches=bn, bn_sets=2)
+        record["reward_split_acc"] = 100 * float(correct.mean())
+        small = place(cut(structure, plan, scores=scores), runtime)
+        for steps in proxy_steps:
+            record[f"proxy_{steps}_acc"] = _proxy(small, data, runtime, config, start_epoch, steps)
+        data.train.seed = config.seed + entry.get("data_seed_offset", 0)
+        record.update(_finish(small, data, runtime, config, start_epoch))
+        data.train.seed = config.seed
+        record.update(macs=int(structure.cost.of(plan)[0]), seconds=round(time.perf_counter() - t0, 1),
+                      threads=threads, cpu=platform.processor() or platform.machine(),
+                      torch=torch.__version__)
+        with open(out / "records.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+        print(json.dumps(record), flush=True)
+
+
+def _schedule(model: torch.nn.Module, config: RunConfig, start_epoch: int, steps_per_epoch: int):
+    """A fresh optimiser whose schedule stands where the dense one did after ``start_epoch`` epochs (as the
+    joint method's small model gets)."""
+    optimizer = build_optimizer(model, config.optim)
+    scheduler = build_scheduler(optimizer, config.optim, config.train.epochs, steps_per_epoch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        for _ in range(start_epoch * steps_per_epoch):
+            scheduler.step()
+    return optimizer, scheduler
+
+
+def _proxy(small: torch.nn.Module, data, runtime, config: RunConfig, start_epoch: int, steps: int) -> float:
+    """Reward-split accuracy of a copy of the cut model after ``steps`` training steps (train-mode BN)."""
+    model = copy.deepcopy(small)
+    optimizer, scheduler = _schedule(model, config, start_epoch, len(data.train))
+    data.train.set_epoch(start_epoch + 1)
+    batches = itertools.islice(iter(data.train), steps)
+    train_one_epoch(model, list(batches), optimizer, scheduler, runtime,
+                    label_smoothing=config.optim.label_smoothing)
+    return evaluate(model, data.reward, runtime).acc
+
+
+def _finish(small: torch.nn.Module, data, runtime, config: RunConfig, start_epoch: int) -> dict[str, Any]:
+    """Train the cut model for the rest of the epochs; its reward-split and test accuracies."""
+    optimizer, scheduler = _schedule(small, config, start_epoch, len(data.train))
+    losses = []
+    for epoch in range(start_epoch + 1, config.train.epochs + 1):
+        data.train.set_epoch(epoch)
+        stats = train_one_epoch(small, data.train, optimizer, scheduler, runtime,
+                                label_smoothing=config.optim.label_smoothing)
+        losses.append(round(stats.loss, 4))
+    return {"train_losses": losses, "final_reward_split_acc": evaluate(small, data.reward, runtime).acc,
+            "final_test_acc": evaluate(small, data.test, runtime).acc}
+
+
+def _records(out: Path) -> dict[int, dict[str, Any]]:
+    path = out / "records.jsonl"
+    if not path.exists():
+        return {}
+    return {r["index"]: r for r in map(json.loads, path.read_text().splitlines()) if r}
+
+
+def spearman(a: list[float], b: list[float]) -> float:
+    """Spearman rank correlation (average ranks for ties)."""
+    ra, rb = _ranks(np.asarray(a, float)), _ranks(np.asarray(b, float))
+    if ra.std() == 0 or rb.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    order = np.argsort(x, kind="stable")
+    ranks = np.empty(len(x))
+    ranks[order] = np.arange(len(x), dtype=float)
+    for value in np.unique(x):  # ties share their mean rank
+        ranks[x == value] = ranks[x == value].mean()
+    return ranks
+
+
+def summary(out: Path) -> None:
+    """Rank correlations of every score with the final accuracies; the training noise from the replicate."""
+    records = sorted(_records(out).values(), key=lambda r: r["index"])
+    if len(records) < 3:
+        raise SystemExit(f"error: {out / 'records.jsonl'} holds {len(records)} trained plans; need 3")
+    rows = [r for r in records if r["index"] != 1]  # one uniform copy in the correlations
+    measures = ["screen_reward", "reward_split_acc", *sorted(k for k in rows[0] if k.startswith("proxy_"))]
+    result: dict[str, Any] = {"plans": len(rows)}
+    for target in ("final_reward_split_acc", "final_test_acc"):
+        for m in measures:
+            rho = spearman([r[m] for r in rows], [r[target] for r in rows])
+            result[f"spearman {m} ~ {target}"] = round(rho, 3)
+    by_index = {r["index"]: r for r in records}
+    if 0 in by_index and 1 in by_index:
+        result["uniform replicate test difference"] = round(
+            by_index[1]["final_test_acc"] - by_index[0]["final_test_acc"], 2)
+    u = by_index.get(0)
+    if u is not None:
+        others = [r for r in rows if r["index"] != 0]
+        for key in ("reward_split_acc", *measures[2:], "final_reward_split_acc", "final_test_acc"):
+            result[f"{key} minus uniform"] = {r["source"]: round(r[key] - u[key], 2) for r in others}
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""bench/reward_fidelity.py's statistics: the rank correlation it reports and the plans it keeps."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "reward_fidelity.py"
+spec = importlib.util.spec_from_file_location("reward_fidelity", SCRIPT)
+assert spec is not None and spec.loader is not None
+rf = importlib.util.module_from_spec(spec)
+sys.modules["reward_fidelity"] = rf
+spec.loader.exec_module(rf)
+
+
+def test_spearman_is_one_for_any_increasing_relation_and_minus_one_for_a_decreasing_one():
+    x = [0.1, 0.5, 0.2, 3.0, 1.0]
+    assert rf.spearman(x, [v**3 + 7 for v in x]) == pytest.approx(1.0)
+    assert rf.spearman(x, [-v for v in x]) == pytest.approx(-1.0)
+
+
+def test_spearman_gives_tied_values_their_mean_rank():
+    # ranks of a: 0.5, 0.5, 2, 3 (the tie shares 0 and 1); b's ranks 0, 1, 2, 3
+    a, b = [1.0, 1.0, 2.0, 3.0], [1.0, 2.0, 3.0, 4.0]
+    ra = [0.5, 0.5, 2.0, 3.0]
+    mean = sum(ra) / 4
+    cov = sum((r - mean) * (s - 1.5) for r, s in zip(ra, [0, 1, 2, 3], strict=True))
+    var_a = sum((r - mean) ** 2 for r in ra)
+    var_b = sum((s - 1.5) ** 2 for s in [0, 1, 2, 3])
+    assert rf.spearman(a, b) == pytest.approx(cov / (var_a * var_b) ** 0.5)
+
+
+def test_spearman_of_a_constant_is_undefined():
+    assert rf.spearman([1.0, 1.0, 1.0], [1.0, 2.0, 3.0]) != rf.spearman([1.0, 1.0, 1.0], [1.0, 2.0, 3.0])
+
+
+def test_spread_keeps_both_ends_of_the_ranking_and_evenly_spaced_plans_between():
+    order = [9, 4, 7, 1, 0, 3, 8, 2, 6, 5]
+    kept = rf._spread(order, 4)
+    assert kept[0] == 9 and kept[-1] == 5 and len(kept) == 4
+    assert kept == [order[p] for p in (0, 3, 6, 9)]
+    assert rf._spread(order[:3], 5) == order[:3]
