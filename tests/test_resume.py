@@ -109,13 +109,14 @@ def test_a_run_stopped_between_two_align_epochs_resumes_on_the_same_steering_pat
 ):
     """The steering's path and progress are in the checkpoint: a run stopped after the first of two align
     epochs ends exactly where an uninterrupted one does."""
-    overrides = [*joint_overrides(fmnist_dir), "train.epochs=8", "search.align_epochs=2",
-                 f"search.align.path={path}"]
+    # One search epoch and one fine-tune epoch: all that is needed around the two align epochs (3 and 4).
+    overrides = [*joint_overrides(fmnist_dir), "search.search_epochs=1", "search.final_window=1",
+                 "search.align_epochs=2", "train.epochs=5", f"search.align.path={path}"]
     config = load_config(None, overrides)
     reference = fit_joint(config, tmp_path / "reference")
     out = tmp_path / "run"
     with monkeypatch.context() as patch:
-        interrupt_after(patch, rlal.train.joint, 5)  # the first of the two align epochs (5 and 6)
+        interrupt_after(patch, rlal.train.joint, 3)  # the first of the two align epochs
         with pytest.raises(RunInterrupted):
             fit_joint(config, out)
     assert load_checkpoint(out).state["align"]["steer"]["linear"] is (path == "linear")
