@@ -15,12 +15,15 @@ rest of the epoch budget. This bench measures both for the same plans, from the 
    (``--proxy-steps``, at the schedule's learning rate, BN statistics from those steps), a candidate
    reward that tracks trainability; then the cut model trains for the rest of the epochs (the joint
    method's fine-tune schedule) and is scored on the reward split and the test set.
+   ``scratch`` (optional): each kept plan's architecture trained from scratch for all the epochs, as the
+   ``uniform`` baseline trains: the architecture's own quality, with no weights inherited from the search.
 4. ``summary``: rank correlations of each score with the final accuracies, and the spread of the final
    accuracies against the noise of training.
 
     python bench/reward_fidelity.py prefix  --config bench-t2-fmnist-resnet56.yaml --seed 7 --out DIR
     python bench/reward_fidelity.py screen  --out DIR [--screen 24] [--keep 7]
     python bench/reward_fidelity.py train   --out DIR --only 0,2,4,6
+    python bench/reward_fidelity.py scratch --out DIR --only 1,3,5,7
     python bench/reward_fidelity.py summary --out DIR
 
 Each stage reads what the one before wrote in OUT (the config is saved there by ``prefix``). Use seeds
@@ -49,23 +52,25 @@ from rlal.env import PruningEnv
 from rlal.env.reward import first_batches
 from rlal.structure import Plan, channel_importance, cut, find_layers
 from rlal.train.choice import score_plans
-from rlal.train.dense import input_shape, place, setup
+from rlal.train.dense import build_model, input_shape, place, setup
 from rlal.train.epoch import evaluate, train_one_epoch
 from rlal.train.optim import build_optimizer, build_scheduler
+from rlal.train.runtime import seed_everything
 
+SCRATCH = "records-scratch.jsonl"
 NARROW_RANGE = 1.25  # the near-uniform search of the t2-fmnist-resnet56-local experiment
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("stage", choices=("prefix", "screen", "train", "summary"))
+    parser.add_argument("stage", choices=("prefix", "screen", "train", "scratch", "summary"))
     parser.add_argument("--out", type=Path, required=True, help="the bench's directory")
     parser.add_argument("--config", help="prefix: a run config (shipped name or path)")
     parser.add_argument("--seed", type=int, default=7, help="prefix: the run's seed (report none of these)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="prefix: overrides")
     parser.add_argument("--screen", type=int, default=24, help="screen: random plans drawn and scored")
     parser.add_argument("--keep", type=int, default=7, help="screen: plans kept for training besides uniform")
-    parser.add_argument("--only", default="", help="train: comma-separated plan indices (default all)")
+    parser.add_argument("--only", default="", help="train, scratch: plan indices, comma-separated (all)")
     parser.add_argument("--proxy-steps", default="25,100", help="train: fine-tune steps of the proxy scores")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
@@ -80,10 +85,13 @@ def main(argv: list[str] | None = None) -> int:
         prefix(config, args.out)
     elif args.stage == "screen":
         screen(_config(args.out), args.out, args.screen, args.keep)
-    elif args.stage == "train":
+    elif args.stage in ("train", "scratch"):
         only = [int(i) for i in args.only.split(",") if i.strip()] or None
         steps = [int(s) for s in args.proxy_steps.split(",") if s.strip()]
-        train(_config(args.out), args.out, only, steps, args.threads)
+        if args.stage == "train":
+            train(_config(args.out), args.out, only, steps, args.threads)
+        else:
+            scratch(_config(args.out), args.out, only, args.threads)
     else:
         summary(args.out)
     return 0
@@ -201,6 +209,32 @@ def train(config: RunConfig, out: Path, only: list[int] | None, proxy_steps: lis
         print(json.dumps(record), flush=True)
 
 
+def scratch(config: RunConfig, out: Path, only: list[int] | None, threads: int) -> None:
+    """For each kept plan: its architecture trained from scratch for all the epochs, as ``uniform`` trains
+    (the architecture's own quality, with no inherited weights)."""
+    plans = json.loads((out / "plans.json").read_text())["plans"]
+    runtime, data, _ = setup(config)
+    done = _records(out, SCRATCH)
+    for entry in plans:
+        if (only is not None and entry["index"] not in only) or entry["index"] in done:
+            continue
+        t0 = time.perf_counter()
+        seed_everything(config.seed)
+        model = place(build_model(config, data), runtime)
+        structure = find_layers(model, input_shape(data), policy=config.env.policy)
+        plan = Plan.from_keep_counts(structure, entry["keep"])
+        small = place(cut(structure, plan, criterion=config.env.criterion), runtime)
+        data.train.seed = config.seed + entry.get("data_seed_offset", 0)
+        finished = _finish(small, data, runtime, config, 0)
+        data.train.seed = config.seed
+        record = {"index": entry["index"], "source": entry["source"],
+                  **{f"scratch_{k}": v for k, v in finished.items()},
+                  "seconds": round(time.perf_counter() - t0, 1), "threads": threads}
+        with open(out / SCRATCH, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        print(json.dumps(record), flush=True)
+
+
 def _schedule(model: torch.nn.Module, config: RunConfig, start_epoch: int, steps_per_epoch: int):
     """A fresh optimiser whose schedule stands where the dense one did after ``start_epoch`` epochs (as the
     joint method's small model gets)."""
@@ -237,8 +271,8 @@ def _finish(small: torch.nn.Module, data, runtime, config: RunConfig, start_epoc
             "final_test_acc": evaluate(small, data.test, runtime).acc}
 
 
-def _records(out: Path) -> dict[int, dict[str, Any]]:
-    path = out / "records.jsonl"
+def _records(out: Path, name: str = "records.jsonl") -> dict[int, dict[str, Any]]:
+    path = out / name
     if not path.exists():
         return {}
     return {r["index"]: r for r in map(json.loads, path.read_text().splitlines()) if r}
@@ -264,23 +298,30 @@ def _ranks(x: np.ndarray) -> np.ndarray:
 def summary(out: Path) -> None:
     """Rank correlations of every score with the final accuracies; the training noise from the replicate."""
     records = sorted(_records(out).values(), key=lambda r: r["index"])
+    scratch_records = _records(out, SCRATCH)
+    for r in records:  # the same plan trained from scratch, where that ran
+        r.update({k: v for k, v in scratch_records.get(r["index"], {}).items() if k.startswith("scratch_")})
     if len(records) < 3:
         raise SystemExit(f"error: {out / 'records.jsonl'} holds {len(records)} trained plans; need 3")
     rows = [r for r in records if r["index"] != 1]  # one uniform copy in the correlations
     measures = ["screen_reward", "reward_split_acc", *sorted(k for k in rows[0] if k.startswith("proxy_"))]
     result: dict[str, Any] = {"plans": len(rows)}
-    for target in ("final_reward_split_acc", "final_test_acc"):
+    targets = ["final_reward_split_acc", "final_test_acc"]
+    if all("scratch_final_test_acc" in r for r in rows):
+        targets += ["scratch_final_reward_split_acc", "scratch_final_test_acc"]
+    for target in targets:
         for m in measures:
             rho = spearman([r[m] for r in rows], [r[target] for r in rows])
             result[f"spearman {m} ~ {target}"] = round(rho, 3)
     by_index = {r["index"]: r for r in records}
     if 0 in by_index and 1 in by_index:
-        result["uniform replicate test difference"] = round(
-            by_index[1]["final_test_acc"] - by_index[0]["final_test_acc"], 2)
+        for target in targets:
+            result[f"uniform replicate difference, {target}"] = round(
+                by_index[1][target] - by_index[0][target], 2)
     u = by_index.get(0)
     if u is not None:
         others = [r for r in rows if r["index"] != 0]
-        for key in ("reward_split_acc", *measures[2:], "final_reward_split_acc", "final_test_acc"):
+        for key in ("reward_split_acc", *measures[2:], *targets):
             result[f"{key} minus uniform"] = {r["source"]: round(r[key] - u[key], 2) for r in others}
     print(json.dumps(result, indent=1))
 
