@@ -50,6 +50,7 @@ from rlal.checkpoint import load_weights, save_weights, write_json
 from rlal.config import RunConfig, load_config, resolve_config_path, save_config
 from rlal.env import PruningEnv
 from rlal.env.reward import first_batches
+from rlal.errors import RlalError
 from rlal.structure import Plan, channel_importance, cut, find_layers
 from rlal.train.choice import score_plans
 from rlal.train.dense import build_model, input_shape, place, setup
@@ -75,6 +76,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    needs = {"screen": ("config.yaml", "prefix.safetensors"), "train": ("plans.json",),
+             "scratch": ("plans.json",), "summary": ("records.jsonl",)}
+    missing = [name for name in needs.get(args.stage, ()) if not (args.out / name).is_file()]
+    if missing:  # a stage run before the one that writes its input
+        print(f"error: {args.out / missing[0]} is missing: run the stages in order (--help)", file=sys.stderr)
+        return 2
+    try:
+        _run(args, parser)
+    except RlalError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     if args.stage == "prefix":
         if args.config is None:
@@ -94,7 +110,6 @@ def main(argv: list[str] | None = None) -> int:
             scratch(_config(args.out), args.out, only, args.threads)
     else:
         summary(args.out)
-    return 0
 
 
 def _config(out: Path) -> RunConfig:
@@ -302,7 +317,7 @@ def summary(out: Path) -> None:
     for r in records:  # the same plan trained from scratch, where that ran
         r.update({k: v for k, v in scratch_records.get(r["index"], {}).items() if k.startswith("scratch_")})
     if len(records) < 3:
-        raise SystemExit(f"error: {out / 'records.jsonl'} holds {len(records)} trained plans; need 3")
+        raise RlalError(f"{out / 'records.jsonl'} holds {len(records)} trained plans; the summary needs 3")
     rows = [r for r in records if r["index"] != 1]  # one uniform copy in the correlations
     measures = ["screen_reward", "reward_split_acc", *sorted(k for k in rows[0] if k.startswith("proxy_"))]
     result: dict[str, Any] = {"plans": len(rows)}
