@@ -48,15 +48,16 @@ import torch
 
 from rlal.checkpoint import load_weights, save_weights, write_json
 from rlal.config import RunConfig, load_config, resolve_config_path, save_config
+from rlal.data import Data
 from rlal.env import PruningEnv
 from rlal.env.reward import first_batches
 from rlal.errors import RlalError
-from rlal.structure import Plan, channel_importance, cut, find_layers
+from rlal.structure import Plan, Structure, channel_importance, cut, find_layers
 from rlal.train.choice import score_plans
 from rlal.train.dense import build_model, input_shape, place, setup
 from rlal.train.epoch import evaluate, train_one_epoch
 from rlal.train.optim import build_optimizer, build_scheduler
-from rlal.train.runtime import seed_everything
+from rlal.train.runtime import Runtime, seed_everything
 
 SCRATCH = "records-scratch.jsonl"
 NARROW_RANGE = 1.25  # the near-uniform search of the t2-fmnist-resnet56-local experiment
@@ -134,7 +135,8 @@ def prefix(config: RunConfig, out: Path) -> None:
     save_weights(model, out / "prefix.safetensors")
 
 
-def _loaded(config: RunConfig, out: Path):
+def _loaded(config: RunConfig, out: Path) -> tuple[Runtime, Data, Structure]:
+    """The run's runtime and data, and the layers of the dense model with the prefix's weights."""
     runtime, data, model = setup(config)
     load_weights(model, out / "prefix.safetensors")
     structure = find_layers(model, input_shape(data), policy=config.env.policy)
@@ -250,7 +252,8 @@ def scratch(config: RunConfig, out: Path, only: list[int] | None, threads: int) 
         print(json.dumps(record), flush=True)
 
 
-def _schedule(model: torch.nn.Module, config: RunConfig, start_epoch: int, steps_per_epoch: int):
+def _schedule(model: torch.nn.Module, config: RunConfig, start_epoch: int,
+              steps_per_epoch: int) -> tuple[torch.optim.Optimizer, Any]:
     """A fresh optimiser whose schedule stands where the dense one did after ``start_epoch`` epochs (as the
     joint method's small model gets)."""
     optimizer = build_optimizer(model, config.optim)
@@ -262,7 +265,8 @@ def _schedule(model: torch.nn.Module, config: RunConfig, start_epoch: int, steps
     return optimizer, scheduler
 
 
-def _proxy(small: torch.nn.Module, data, runtime, config: RunConfig, start_epoch: int, steps: int) -> float:
+def _proxy(small: torch.nn.Module, data: Data, runtime: Runtime, config: RunConfig, start_epoch: int,
+           steps: int) -> float:
     """Reward-split accuracy of a copy of the cut model after ``steps`` training steps (train-mode BN)."""
     model = copy.deepcopy(small)
     optimizer, scheduler = _schedule(model, config, start_epoch, len(data.train))
@@ -273,7 +277,8 @@ def _proxy(small: torch.nn.Module, data, runtime, config: RunConfig, start_epoch
     return evaluate(model, data.reward, runtime).acc
 
 
-def _finish(small: torch.nn.Module, data, runtime, config: RunConfig, start_epoch: int) -> dict[str, Any]:
+def _finish(small: torch.nn.Module, data: Data, runtime: Runtime, config: RunConfig,
+            start_epoch: int) -> dict[str, Any]:
     """Train the cut model for the rest of the epochs; its reward-split and test accuracies."""
     optimizer, scheduler = _schedule(small, config, start_epoch, len(data.train))
     losses = []
