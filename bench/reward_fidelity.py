@@ -39,7 +39,6 @@ import json
 import platform
 import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -257,12 +256,8 @@ def _schedule(model: torch.nn.Module, config: RunConfig, start_epoch: int,
     """A fresh optimiser whose schedule stands where the dense one did after ``start_epoch`` epochs (as the
     joint method's small model gets)."""
     optimizer = build_optimizer(model, config.optim)
-    scheduler = build_scheduler(optimizer, config.optim, config.train.epochs, steps_per_epoch)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        for _ in range(start_epoch * steps_per_epoch):
-            scheduler.step()
-    return optimizer, scheduler
+    return optimizer, build_scheduler(optimizer, config.optim, config.train.epochs, steps_per_epoch,
+                                      start_epoch=start_epoch)
 
 
 def _proxy(small: torch.nn.Module, data: Data, runtime: Runtime, config: RunConfig, start_epoch: int,

@@ -47,3 +47,22 @@ def test_scheduler_steps_per_batch_over_all_epochs():
     assert lrs[0] == pytest.approx(0.2)
     assert lrs[5] == pytest.approx(0.1)
     assert lrs == sorted(lrs, reverse=True)
+
+
+def test_a_scheduler_built_at_a_start_epoch_continues_the_full_schedule_from_there():
+    cfg = OptimConfig(lr=0.2, schedule="cosine", warmup_epochs=0.4)
+    full = build_optimizer(torch.nn.Linear(2, 2), cfg)
+    full_scheduler = build_scheduler(full, cfg, epochs=4, steps_per_epoch=5)
+    expected = []
+    for _ in range(20):
+        expected.append(full.param_groups[0]["lr"])
+        full.step()
+        full_scheduler.step()
+    later = build_optimizer(torch.nn.Linear(2, 2), cfg)
+    later_scheduler = build_scheduler(later, cfg, epochs=4, steps_per_epoch=5, start_epoch=2)
+    lrs = []
+    for _ in range(10):
+        lrs.append(later.param_groups[0]["lr"])
+        later.step()
+        later_scheduler.step()
+    assert lrs == pytest.approx(expected[10:])

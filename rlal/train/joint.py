@@ -27,7 +27,6 @@ import copy
 import dataclasses
 import math
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -289,11 +288,8 @@ def _small_model(
     and optimiser state)."""
     small = place(weights if weights is not None else cut(structure, plan, kept=kept), runtime)
     optimizer = build_optimizer(small, config.optim)
-    scheduler = build_scheduler(optimizer, config.optim, config.train.epochs, steps_per_epoch)
-    with warnings.catch_warnings():  # stepping a fresh scheduler forward before any optimiser step
-        warnings.simplefilter("ignore", UserWarning)
-        for _ in range(config.search.cut_epoch * steps_per_epoch):
-            scheduler.step()
+    scheduler = build_scheduler(optimizer, config.optim, config.train.epochs, steps_per_epoch,
+                                start_epoch=config.search.cut_epoch)
     return small, optimizer, scheduler
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 from torch import nn
@@ -35,10 +36,17 @@ def lr_factor(cfg: OptimConfig, step: int, total_steps: int, steps_per_epoch: in
 
 
 def build_scheduler(
-    optimizer: torch.optim.Optimizer, cfg: OptimConfig, epochs: int, steps_per_epoch: int
+    optimizer: torch.optim.Optimizer, cfg: OptimConfig, epochs: int, steps_per_epoch: int,
+    start_epoch: int = 0,
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """A per-batch schedule over ``epochs`` epochs of ``steps_per_epoch`` batches."""
+    """A per-batch schedule over ``epochs`` epochs of ``steps_per_epoch`` batches, standing after
+    ``start_epoch`` of them (a fresh optimiser that continues a run's schedule, e.g. after the cut)."""
     total = epochs * steps_per_epoch
-    return torch.optim.lr_scheduler.LambdaLR(
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(cfg, step, total, steps_per_epoch)
     )
+    with warnings.catch_warnings():  # stepping a fresh scheduler forward before any optimiser step
+        warnings.simplefilter("ignore", UserWarning)
+        for _ in range(start_epoch * steps_per_epoch):
+            scheduler.step()
+    return scheduler
