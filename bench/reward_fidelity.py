@@ -15,15 +15,19 @@ rest of the epoch budget. This bench measures both for the same plans, from the 
    (``--proxy-steps``, at the schedule's learning rate, BN statistics from those steps), a candidate
    reward that tracks trainability; then the cut model trains for the rest of the epochs (the joint
    method's fine-tune schedule) and is scored on the reward split and the test set.
-   ``scratch`` (optional): each kept plan's architecture trained from scratch for all the epochs, as the
-   ``uniform`` baseline trains: the architecture's own quality, with no weights inherited from the search.
-4. ``summary``: rank correlations of each score with the final accuracies, and the spread of the final
-   accuracies against the noise of training.
+   ``scratch`` (optional, needs only ``screen``): each kept plan's architecture trained from scratch for all
+   the epochs, as the ``uniform`` baseline trains: the architecture's own quality, with no weights inherited
+   from the search. ``--seed`` trains it again from another initialisation and data order, so that a plan's
+   lead over uniform can be told from the noise of one seed.
+4. ``summary``: rank correlations of each score with the final accuracies, the spread of the final
+   accuracies against the noise of training, and each plan's from-scratch difference to the uniform plan,
+   paired over the seeds both trained with.
 
     python bench/reward_fidelity.py prefix  --config bench-t2-fmnist-resnet56.yaml --seed 7 --out DIR
     python bench/reward_fidelity.py screen  --out DIR [--screen 24] [--keep 7]
     python bench/reward_fidelity.py train   --out DIR --only 0,2,4,6
     python bench/reward_fidelity.py scratch --out DIR --only 1,3,5,7
+    python bench/reward_fidelity.py scratch --out DIR --only 0,4 --seed 8
     python bench/reward_fidelity.py summary --out DIR
 
 Each stage reads what the one before wrote in OUT (the config is saved there by ``prefix``). Use seeds
@@ -67,7 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("stage", choices=("prefix", "screen", "train", "scratch", "summary"))
     parser.add_argument("--out", type=Path, required=True, help="the bench's directory")
     parser.add_argument("--config", help="prefix: a run config (shipped name or path)")
-    parser.add_argument("--seed", type=int, default=7, help="prefix: the run's seed (report none of these)")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="prefix: the run's seed, 7 if not given (report none of these); "
+                             "scratch: train with this seed instead of the run's")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="prefix: overrides")
     parser.add_argument("--screen", type=int, default=24, help="screen: random plans drawn and scored")
     parser.add_argument("--keep", type=int, default=7, help="screen: plans kept for training besides uniform")
@@ -77,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     needs = {"screen": ("config.yaml", "prefix.safetensors"), "train": ("plans.json",),
-             "scratch": ("plans.json",), "summary": ("records.jsonl",)}
+             "scratch": ("plans.json",), "summary": ("plans.json",)}
     missing = [name for name in needs.get(args.stage, ()) if not (args.out / name).is_file()]
     if missing:  # a stage run before the one that writes its input
         print(f"error: {args.out / missing[0]} is missing: run the stages in order (--help)", file=sys.stderr)
@@ -95,7 +101,7 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     if args.stage == "prefix":
         if args.config is None:
             parser.error("prefix needs --config")
-        overrides = [f"seed={args.seed}", "method=rlal", *args.set]
+        overrides = [f"seed={7 if args.seed is None else args.seed}", "method=rlal", *args.set]
         config = load_config(resolve_config_path(args.config), overrides)
         save_config(config, args.out / "config.yaml")
         prefix(config, args.out)
@@ -107,7 +113,7 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
         if args.stage == "train":
             train(_config(args.out), args.out, only, steps, args.threads)
         else:
-            scratch(_config(args.out), args.out, only, args.threads)
+            scratch(_config(args.out), args.out, only, args.threads, args.seed)
     else:
         summary(args.out)
 
@@ -225,14 +231,18 @@ def train(config: RunConfig, out: Path, only: list[int] | None, proxy_steps: lis
         print(json.dumps(record), flush=True)
 
 
-def scratch(config: RunConfig, out: Path, only: list[int] | None, threads: int) -> None:
+def scratch(config: RunConfig, out: Path, only: list[int] | None, threads: int,
+            seed: int | None = None) -> None:
     """For each kept plan: its architecture trained from scratch for all the epochs, as ``uniform`` trains
-    (the architecture's own quality, with no inherited weights)."""
+    (the architecture's own quality, with no inherited weights), with ``seed`` (the run's if None)."""
     plans = json.loads((out / "plans.json").read_text())["plans"]
+    if seed is not None:
+        config = copy.deepcopy(config)
+        config.seed = seed
     runtime, data, _ = setup(config)
-    done = _records(out, SCRATCH)
+    done = {(r["index"], r["seed"]) for r in _scratch_records(out, config)}
     for entry in plans:
-        if (only is not None and entry["index"] not in only) or entry["index"] in done:
+        if (only is not None and entry["index"] not in only) or (entry["index"], config.seed) in done:
             continue
         t0 = time.perf_counter()
         seed_everything(config.seed)
@@ -243,7 +253,7 @@ def scratch(config: RunConfig, out: Path, only: list[int] | None, threads: int) 
         data.train.seed = config.seed + entry.get("data_seed_offset", 0)
         finished = _finish(small, data, runtime, config, 0)
         data.train.seed = config.seed
-        record = {"index": entry["index"], "source": entry["source"],
+        record = {"index": entry["index"], "seed": config.seed, "source": entry["source"],
                   **{f"scratch_{k}": v for k, v in finished.items()},
                   "seconds": round(time.perf_counter() - t0, 1), "threads": threads}
         with open(out / SCRATCH, "a") as f:
@@ -286,6 +296,15 @@ def _finish(small: torch.nn.Module, data: Data, runtime: Runtime, config: RunCon
             "final_test_acc": evaluate(small, data.test, runtime).acc}
 
 
+def _scratch_records(out: Path, config: RunConfig) -> list[dict[str, Any]]:
+    """The from-scratch records, each with its seed (records written before ``--seed`` existed ran with
+    the run's own)."""
+    path = out / SCRATCH
+    if not path.exists():
+        return []
+    return [{"seed": config.seed, **r} for r in map(json.loads, path.read_text().splitlines()) if r]
+
+
 def _records(out: Path, name: str = "records.jsonl") -> dict[int, dict[str, Any]]:
     path = out / name
     if not path.exists():
@@ -311,17 +330,58 @@ def _ranks(x: np.ndarray) -> np.ndarray:
 
 
 def summary(out: Path) -> None:
-    """Rank correlations of every score with the final accuracies; the training noise from the replicate."""
-    records = sorted(_records(out).values(), key=lambda r: r["index"])
-    scratch_records = _records(out, SCRATCH)
+    """Rank correlations of every score with the final accuracies; the training noise from the replicate;
+    each plan's from-scratch difference to uniform, paired over seeds."""
+    config = _config(out)
+    all_scratch = _scratch_records(out, config)
+    result: dict[str, Any] = {}
+    run_seed = {r["index"]: r for r in all_scratch if r["seed"] == config.seed}
+    if (out / "records.jsonl").exists():
+        result.update(_correlations(out, run_seed))
+    elif all_scratch:  # only the scratch stage ran: the screen reward is the one score to correlate
+        plans = json.loads((out / "plans.json").read_text())["plans"]
+        scored = {p["index"]: {k: p[k] for k in ("index", "source", "screen_reward")} for p in plans}
+        result.update(_correlations(out, run_seed, scored))
+    else:
+        raise RlalError(f"{out} holds no trained plans: run the train or scratch stage first")
+    if all_scratch:
+        result["scratch test minus uniform, paired over seeds"] = paired_over_seeds(all_scratch)
+    print(json.dumps(result, indent=1))
+
+
+def paired_over_seeds(records: list[dict[str, Any]], key: str = "scratch_final_test_acc") -> dict[str, Any]:
+    """Each plan's ``key`` minus the uniform plan's (index 0) on the same seed: per seed, mean and sample std.
+    Seeds on which either did not train are left out of that plan's pairs."""
+    uniform = {r["seed"]: r[key] for r in records if r["index"] == 0}
+    by_plan: dict[str, dict[int, float]] = {}
+    for r in sorted(records, key=lambda r: (r["index"], r["seed"])):
+        if r["index"] != 0 and r["seed"] in uniform:
+            by_plan.setdefault(r["source"], {})[r["seed"]] = round(r[key] - uniform[r["seed"]], 2)
+    result = {}
+    for source, diffs in by_plan.items():
+        values = np.array(list(diffs.values()))
+        result[source] = {"seeds": list(diffs), "differences": list(diffs.values()),
+                          "mean": round(float(values.mean()), 2),
+                          "std": round(float(values.std(ddof=1)), 2) if len(values) > 1 else None}
+    return result
+
+
+def _correlations(out: Path, scratch_records: dict[int, dict[str, Any]],
+                  scored: dict[int, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Spearman correlations of each score at the choice with each final accuracy (one seed)."""
+    if scored is None:
+        records = sorted(_records(out).values(), key=lambda r: r["index"])
+    else:  # scratch only: a plan's final accuracy is its from-scratch one
+        records = sorted((dict(scored[i]) for i in scratch_records), key=lambda r: r["index"])
     for r in records:  # the same plan trained from scratch, where that ran
         r.update({k: v for k, v in scratch_records.get(r["index"], {}).items() if k.startswith("scratch_")})
     if len(records) < 3:
-        raise RlalError(f"{out / 'records.jsonl'} holds {len(records)} trained plans; the summary needs 3")
+        raise RlalError(f"{out} holds {len(records)} trained plans on the run's seed; the summary needs 3")
     rows = [r for r in records if r["index"] != 1]  # one uniform copy in the correlations
-    measures = ["screen_reward", "reward_split_acc", *sorted(k for k in rows[0] if k.startswith("proxy_"))]
+    measures = ["screen_reward", *(["reward_split_acc"] if scored is None else []),
+                *sorted(k for k in rows[0] if k.startswith("proxy_"))]
     result: dict[str, Any] = {"plans": len(rows)}
-    targets = ["final_reward_split_acc", "final_test_acc"]
+    targets = ["final_reward_split_acc", "final_test_acc"] if scored is None else []
     if all("scratch_final_test_acc" in r for r in rows):
         targets += ["scratch_final_reward_split_acc", "scratch_final_test_acc"]
     for target in targets:
@@ -336,9 +396,9 @@ def summary(out: Path) -> None:
     u = by_index.get(0)
     if u is not None:
         others = [r for r in rows if r["index"] != 0]
-        for key in ("reward_split_acc", *measures[2:], *targets):
+        for key in (*measures[1:], *targets):
             result[f"{key} minus uniform"] = {r["source"]: round(r[key] - u[key], 2) for r in others}
-    print(json.dumps(result, indent=1))
+    return result
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -43,3 +44,27 @@ def test_spread_keeps_both_ends_of_the_ranking_and_evenly_spaced_plans_between()
     assert kept[0] == 9 and kept[-1] == 5 and len(kept) == 4
     assert kept == [order[p] for p in (0, 3, 6, 9)]
     assert rf._spread(order[:3], 5) == order[:3]
+
+
+def _record(index: int, seed: int, acc: float, source: str = "") -> dict:
+    return {"index": index, "seed": seed, "source": source or f"plan-{index}", "scratch_final_test_acc": acc}
+
+
+def test_paired_over_seeds_subtracts_uniform_of_the_same_seed_and_skips_seeds_uniform_lacks():
+    records = [_record(0, 7, 88.0, "uniform"), _record(0, 8, 89.0, "uniform"),
+               _record(2, 7, 88.5), _record(2, 8, 88.0), _record(2, 9, 95.0),  # no uniform on seed 9
+               _record(3, 8, 89.25)]
+    paired = rf.paired_over_seeds(records)
+    assert set(paired) == {"plan-2", "plan-3"}
+    assert paired["plan-2"]["seeds"] == [7, 8]
+    assert paired["plan-2"]["differences"] == [0.5, -1.0]
+    assert paired["plan-2"]["mean"] == pytest.approx(-0.25)
+    assert paired["plan-2"]["std"] == pytest.approx(round((2 * 0.75**2) ** 0.5, 2))
+    assert paired["plan-3"] == {"seeds": [8], "differences": [0.25], "mean": 0.25, "std": None}
+
+
+def test_scratch_records_written_without_a_seed_count_as_the_runs_own(tmp_path):
+    (tmp_path / rf.SCRATCH).write_text('{"index": 0, "scratch_final_test_acc": 88.0}\n'
+                                       '{"index": 0, "seed": 8, "scratch_final_test_acc": 89.0}\n')
+    records = rf._scratch_records(tmp_path, SimpleNamespace(seed=7))
+    assert [r["seed"] for r in records] == [7, 8]
