@@ -53,6 +53,7 @@ from rlal.checkpoint import load_weights, save_weights, write_json
 from rlal.config import RunConfig, load_config, resolve_config_path, save_config
 from rlal.data import Data
 from rlal.env import PruningEnv
+from rlal.env.budget import Budget
 from rlal.env.reward import first_batches
 from rlal.errors import RlalError
 from rlal.structure import Plan, Structure, channel_importance, cut, find_layers
@@ -103,7 +104,6 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
             parser.error("prefix needs --config")
         overrides = [f"seed={7 if args.seed is None else args.seed}", "method=rlal", *args.set]
         config = load_config(resolve_config_path(args.config), overrides)
-        save_config(config, args.out / "config.yaml")
         prefix(config, args.out)
     elif args.stage == "screen":
         screen(_config(args.out), args.out, args.screen, args.keep)
@@ -130,6 +130,10 @@ def prefix_epochs(config: RunConfig) -> int:
 def prefix(config: RunConfig, out: Path) -> None:
     """Train the dense model for the search's epochs on the run's schedule; save its weights."""
     runtime, data, model = setup(config)
+    # the budget is checked now, not by the screen after minutes of training (an infeasible one raises)
+    Budget(find_layers(model, input_shape(data), policy=config.env.policy), config.env.target_macs,
+           config.env.min_keep_ratio, config.env.round_to)
+    save_config(config, out / "config.yaml")
     optimizer = build_optimizer(model, config.optim)
     scheduler = build_scheduler(optimizer, config.optim, config.train.epochs, len(data.train))
     for epoch in range(1, prefix_epochs(config) + 1):
