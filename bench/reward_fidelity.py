@@ -24,14 +24,16 @@ rest of the epoch budget. This bench measures both for the same plans, from the 
    paired over the seeds both trained with.
 
     python bench/reward_fidelity.py prefix  --config bench-t2-fmnist-resnet56.yaml --seed 7 --out DIR
-    python bench/reward_fidelity.py screen  --out DIR [--screen 24] [--keep 7]
+    python bench/reward_fidelity.py screen  --out DIR [--screen 24] [--keep 7] [--set env.target_macs=0.15]
     python bench/reward_fidelity.py train   --out DIR --only 0,2,4,6
     python bench/reward_fidelity.py scratch --out DIR --only 1,3,5,7
     python bench/reward_fidelity.py scratch --out DIR --only 0,4 --seed 8
     python bench/reward_fidelity.py summary --out DIR
 
-Each stage reads what the one before wrote in OUT (the config is saved there by ``prefix``). Use seeds
-that no table reports: this is for choosing a reward, not for reporting a result. A benchmark, not a test.
+Each stage reads what the one before wrote in OUT (the config is saved there by ``prefix``). Another budget
+on the same dense weights: copy ``config.yaml`` and ``prefix.safetensors`` to a new OUT and screen there with
+``--set env.target_macs=...`` (env keys only). Use seeds that no table reports: this is for choosing a
+reward, not for reporting a result. A benchmark, not a test.
 """
 
 from __future__ import annotations
@@ -75,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=None,
                         help="prefix: the run's seed, 7 if not given (report none of these); "
                              "scratch: train with this seed instead of the run's")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="prefix: overrides")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="prefix: overrides; screen: env.* overrides (another budget on the same prefix)")
     parser.add_argument("--screen", type=int, default=24, help="screen: random plans drawn and scored")
     parser.add_argument("--keep", type=int, default=7, help="screen: plans kept for training besides uniform")
     parser.add_argument("--only", default="", help="train, scratch: plan indices, comma-separated (all)")
@@ -106,6 +109,8 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
         config = load_config(resolve_config_path(args.config), overrides)
         prefix(config, args.out)
     elif args.stage == "screen":
+        if args.set:
+            _rebudget(args.out, args.set)
         screen(_config(args.out), args.out, args.screen, args.keep)
     elif args.stage in ("train", "scratch"):
         only = [int(i) for i in args.only.split(",") if i.strip()] or None
@@ -116,6 +121,17 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
             scratch(_config(args.out), args.out, only, args.threads, args.seed)
     else:
         summary(args.out)
+
+
+def _rebudget(out: Path, overrides: list[str]) -> None:
+    """Apply env.* overrides to OUT's config before a first screen: another budget on the same dense weights
+    (the env section does not touch the prefix's training), e.g. in a copy of another bench's prefix."""
+    if any(not item.startswith("env.") for item in overrides):
+        raise RlalError(f"screen --set takes env.* keys only (the prefix trained with the rest): {overrides}")
+    if (out / "plans.json").exists():
+        raise RlalError(f"{out / 'plans.json'} exists: screen another budget into a copy of config.yaml and "
+                        "prefix.safetensors in a new directory")
+    save_config(load_config(out / "config.yaml", overrides), out / "config.yaml")
 
 
 def _config(out: Path) -> RunConfig:

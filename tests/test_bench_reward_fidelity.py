@@ -68,3 +68,19 @@ def test_scratch_records_written_without_a_seed_count_as_the_runs_own(tmp_path):
                                        '{"index": 0, "seed": 8, "scratch_final_test_acc": 89.0}\n')
     records = rf._scratch_records(tmp_path, SimpleNamespace(seed=7))
     assert [r["seed"] for r in records] == [7, 8]
+
+
+def test_screen_set_changes_only_the_budget_and_refuses_other_keys_or_a_screened_directory(tmp_path):
+    from rlal.config import load_config, resolve_config_path, save_config
+    from rlal.errors import RlalError
+
+    save_config(load_config(resolve_config_path("bench-t2-fmnist-resnet56")), tmp_path / "config.yaml")
+    rf._rebudget(tmp_path, ["env.target_macs=0.2", "env.policy=all"])
+    config = load_config(tmp_path / "config.yaml")
+    assert (config.env.target_macs, config.env.policy, config.train.epochs) == (0.2, "all", 10)
+    with pytest.raises(RlalError, match="env"):
+        rf._rebudget(tmp_path, ["train.epochs=3"])
+    (tmp_path / "plans.json").write_text("{}")
+    with pytest.raises(RlalError, match=r"plans\.json exists"):
+        rf._rebudget(tmp_path, ["env.target_macs=0.3"])
+    assert load_config(tmp_path / "config.yaml").env.target_macs == 0.2
