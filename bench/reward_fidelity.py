@@ -364,8 +364,10 @@ def summary(out: Path) -> None:
         result.update(_correlations(out, run_seed, scored))
     else:
         raise RlalError(f"{out} holds no trained plans: run the train or scratch stage first")
-    if all_scratch:
+    if all_scratch:  # the reward split is the one a choice between architectures could be made on
         result["scratch test minus uniform, paired over seeds"] = paired_over_seeds(all_scratch)
+        result["scratch reward split minus uniform, paired over seeds"] = paired_over_seeds(
+            all_scratch, "scratch_final_reward_split_acc")
     print(json.dumps(result, indent=1))
 
 
