@@ -34,16 +34,22 @@ def test_multistep_multiplies_by_gamma_at_each_milestone():
     assert lr_factor(cfg, 75, 100, 10) == pytest.approx(0.01)
 
 
+def _lrs(optimizer: torch.optim.Optimizer, scheduler, steps: int) -> list[float]:
+    """The learning rate of each of ``steps`` optimiser steps, the scheduler stepped after each."""
+    lrs = []
+    for _ in range(steps):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return lrs
+
+
 def test_scheduler_steps_per_batch_over_all_epochs():
     model = torch.nn.Linear(2, 2)
     cfg = OptimConfig(lr=0.2, schedule="cosine")
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg, epochs=2, steps_per_epoch=5)
-    lrs = []
-    for _ in range(10):
-        lrs.append(optimizer.param_groups[0]["lr"])
-        optimizer.step()
-        scheduler.step()
+    lrs = _lrs(optimizer, scheduler, 10)
     assert lrs[0] == pytest.approx(0.2)
     assert lrs[5] == pytest.approx(0.1)
     assert lrs == sorted(lrs, reverse=True)
@@ -52,17 +58,7 @@ def test_scheduler_steps_per_batch_over_all_epochs():
 def test_a_scheduler_built_at_a_start_epoch_continues_the_full_schedule_from_there():
     cfg = OptimConfig(lr=0.2, schedule="cosine", warmup_epochs=0.4)
     full = build_optimizer(torch.nn.Linear(2, 2), cfg)
-    full_scheduler = build_scheduler(full, cfg, epochs=4, steps_per_epoch=5)
-    expected = []
-    for _ in range(20):
-        expected.append(full.param_groups[0]["lr"])
-        full.step()
-        full_scheduler.step()
+    expected = _lrs(full, build_scheduler(full, cfg, epochs=4, steps_per_epoch=5), 20)
     later = build_optimizer(torch.nn.Linear(2, 2), cfg)
-    later_scheduler = build_scheduler(later, cfg, epochs=4, steps_per_epoch=5, start_epoch=2)
-    lrs = []
-    for _ in range(10):
-        lrs.append(later.param_groups[0]["lr"])
-        later.step()
-        later_scheduler.step()
+    lrs = _lrs(later, build_scheduler(later, cfg, epochs=4, steps_per_epoch=5, start_epoch=2), 10)
     assert lrs == pytest.approx(expected[10:])
