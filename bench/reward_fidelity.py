@@ -319,17 +319,19 @@ def _finish(small: torch.nn.Module, data: Data, runtime: Runtime, config: RunCon
 def _scratch_records(out: Path, config: RunConfig) -> list[dict[str, Any]]:
     """The from-scratch records, each with its seed (records written before ``--seed`` existed ran with
     the run's own)."""
-    path = out / SCRATCH
+    return [{"seed": config.seed, **r} for r in _json_lines(out / SCRATCH)]
+
+
+def _records(out: Path) -> dict[int, dict[str, Any]]:
+    """The ``train`` stage's records by plan index."""
+    return {r["index"]: r for r in _json_lines(out / "records.jsonl")}
+
+
+def _json_lines(path: Path) -> list[dict[str, Any]]:
+    """One dict per non-empty line of a JSON-lines file; none if it does not exist yet."""
     if not path.exists():
         return []
-    return [{"seed": config.seed, **r} for r in map(json.loads, path.read_text().splitlines()) if r]
-
-
-def _records(out: Path, name: str = "records.jsonl") -> dict[int, dict[str, Any]]:
-    path = out / name
-    if not path.exists():
-        return {}
-    return {r["index"]: r for r in map(json.loads, path.read_text().splitlines()) if r}
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def spearman(a: list[float], b: list[float]) -> float:
