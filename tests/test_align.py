@@ -365,3 +365,84 @@ def test_steering_never_reads_a_tensor_back_to_the_host(monkeypatch: pytest.Monk
             loss = align(structure.model)
     assert loss.ndim == 0 and loss.dtype == torch.float32
     assert align.lam != before and align.state_dict()["steer"]["done"] == 3
+
+
+def test_a_proximal_step_zeroes_the_groups_under_the_threshold_and_shortens_the_others_by_it() -> None:
+    """Group soft-thresholding: tau = lr * lam / (1 - momentum); a removed group with norm <= tau becomes
+    exactly zero, a larger one keeps its direction and loses tau of its norm; kept channels are untouched."""
+    structure = zoo("resnet20")
+    model = structure.model
+    _, kept = half_plan(structure)
+    align = AlignmentRegularizer(structure, lam=1.0, proximal=True, momentum=0.5)
+    align.set_plan(None, kept)
+    before = align.channel_norms(model)
+    removed = torch.cat([before[name][idx] for name, idx in align.removed.items()])
+    tau = float(removed.median())
+    params = {n: p.detach().clone() for n, p in model.named_parameters()}
+    align.prox_step(model, lr=tau * 0.5)  # tau = 0.5 * tau_wanted * 1.0 / (1 - 0.5)
+    after = align.channel_norms(model)
+    for layer in structure.layers:
+        gone = align.removed[layer.name]
+        expected = (before[layer.name][gone] - tau).clamp_min(0)
+        assert torch.allclose(after[layer.name][gone], expected, atol=1e-5)
+        stay = kept[layer.name]
+        assert torch.equal(after[layer.name][stay], before[layer.name][stay])
+    zeroed = sum(int((after[n][i] == 0).sum()) for n, i in align.removed.items())
+    assert 0 < zeroed < sum(len(i) for i in align.removed.values())
+    changed = [n for n, p in model.named_parameters() if not torch.equal(p, params[n])]
+    assert changed and all(("bn" in n or "conv" in n) for n in changed)
+
+
+def test_a_proximal_step_does_nothing_unless_the_regulariser_is_proximal() -> None:
+    structure = zoo("resnet20")
+    _, kept = half_plan(structure)
+    align = AlignmentRegularizer(structure, lam=1.0)
+    align.set_plan(None, kept)
+    params = [p.detach().clone() for p in structure.model.parameters()]
+    align.prox_step(structure.model, lr=10.0)
+    assert all(torch.equal(a, b) for a, b in zip(params, structure.model.parameters(), strict=True))
+
+
+def test_train_one_epoch_calls_after_step_with_each_steps_learning_rate() -> None:
+    structure = zoo("resnet20")
+    model = structure.model
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0 / (step + 1))
+    seen: list[float] = []
+    batches = _noise_batches(3, size=4)
+    train_one_epoch(model, batches, opt, sched, _CPU, after_step=lambda _, lr: seen.append(lr))
+    assert seen == pytest.approx([0.1, 0.05, 0.1 / 3])
+
+
+def test_proximal_steering_removes_three_quarters_of_the_residual_stream_exactly() -> None:
+    """The 6% MACs case: a keep ratio of 0.25 in every layer, residual widths included. Steered proximal
+    steps follow the path down (most removed groups already exactly zero when it reaches the target), then
+    hold every removed group at zero for the last fifth of the steps: the cut model is the trained one."""
+    batches = _noise_batches()
+    structure = zoo("resnet20", "all")
+    model = structure.model
+    plan = Plan.from_keep_ratios(structure, 0.25)
+    kept = select_channels(structure, plan)
+    align = AlignmentRegularizer(structure, lam=1e-3, proximal=True, momentum=0.9)
+    align.set_plan(None, kept)
+    opt = torch.optim.SGD(model.parameters(), lr=0.07, momentum=0.9)
+    align.steer(model, 0.03, steps=len(batches), lr=0.07, momentum=0.9)
+    reach = int(0.8 * len(batches)) - 1  # the step before the path reaches the target
+    train_one_epoch(model, batches[:reach], opt, None, _CPU, regularizer=align, after_step=align.prox_step)
+    assert not align.consolidating
+    assert align.removed_kept_norm_ratio(model) <= 0.15  # down from ~1, a few steps behind the path
+    norms = align.channel_norms(model)
+    removed = torch.cat([norms[n][i] for n, i in align.removed.items()])
+    assert 0.5 < (removed == 0).float().mean() < 1  # soft-thresholded, not projected, up to here
+    train_one_epoch(model, batches[reach:], opt, None, _CPU, regularizer=align, after_step=align.prox_step)
+    assert align.consolidating and align.removed_kept_norm_ratio(model) == 0
+    x = torch.randn(4, *SHAPE)
+    with torch.no_grad():
+        assert torch.allclose(model.eval()(x), cut(structure, plan, kept=kept).eval()(x), atol=1e-5)
+
+
+def test_an_unknown_alignment_step_in_the_config_is_refused_by_name() -> None:
+    with pytest.raises(RlalError, match=r"search\.align\.step"):
+        load_config(None, ["search.align.step=adam"])
+    assert load_config(None, ["search.align.step=proximal"]).search.align.step == "proximal"
+    assert AlignConfig().step == "subgradient"

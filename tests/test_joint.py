@@ -68,6 +68,15 @@ def test_joint_run_meets_the_target_and_the_cut_equals_the_masked_model(fmnist_d
     assert widths[0].startswith("layer,dense_channels,kept_channels") and widths[-1].startswith("total,")
 
 
+def test_proximal_alignment_cuts_channels_that_are_exactly_zero(fmnist_dir, tmp_path):  # noqa: F811
+    fit_joint(joint_config(fmnist_dir, "search.align.step=proximal", "search.align.target_ratio=0.05"),
+              tmp_path / "run")
+    records = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    at_cut = next(r for r in records if r["phase"] == "cut")
+    assert at_cut["removed_kept_norm_ratio"] == 0  # held at zero once the steered path reached its target
+    assert at_cut["dense_test_acc"] == at_cut["masked_test_acc"] == at_cut["cut_test_acc"]
+
+
 @pytest.mark.parametrize("kind", ["random", "sac-no-dynamics"])
 def test_agents_without_the_context_model_run_the_whole_loop_and_rescore_with_uniform(
     fmnist_dir, tmp_path, kind  # noqa: F811

@@ -39,6 +39,17 @@ dip below the path early on let ``lam`` decay by factors and the channels grow b
 hand-written controller, because it is part of the method (alignment must reach the cut), not a general
 training utility.
 
+**Proximal steps** (``search.align.step: proximal``). Added to the loss, the penalty's subgradient
+``lam * theta_c / ||theta_c||`` has the same length however small the group is, so SGD steps across zero and,
+with momentum, circles it; the larger ``lam``, the wider the circle. When most channels are removed (6% MACs,
+residual widths pruned) the steered ratio stalled at ~0.07 while ``lam`` grew thirtyfold. The proximal form
+(Parikh & Boyd 2014, "Proximal algorithms", group soft-thresholding) leaves the penalty out of the loss and,
+after every optimiser step, shortens each removed group by ``tau = lr * lam / (1 - momentum)``, setting it
+to exactly zero when it is shorter than that: a removed channel stays at zero while its pull back is
+weaker than ``tau``. Steering is the same in both forms; once the steered path has reached its target,
+a proximal regulariser holds the removed groups at exactly zero (:attr:`consolidating`), so the
+last steps train the sub-network that will be cut.
+
 The grouping is taken from each layer's :class:`~rlal.structure.GroupMember` list, exactly what
 ``importance.py`` sums for the ``"l2"`` criterion and what ``surgery.py`` cuts, plus the biases (a removed
 channel whose BN shift is not zero still feeds a constant into the next layer, so cutting it would not be
@@ -106,9 +117,18 @@ class AlignmentRegularizer:
     the same parameter names and shapes (e.g. one restored from a checkpoint).
     """
 
-    def __init__(self, structure: Structure, lam: float = AlignConfig.lam) -> None:
+    def __init__(
+        self, structure: Structure, lam: float = AlignConfig.lam, *, proximal: bool = False,
+        momentum: float = 0.0,
+    ) -> None:
         self.structure = structure
         self._lam = float(lam)
+        self.proximal = proximal
+        """Apply the penalty as a proximal step after each optimiser step (:meth:`prox_step`) instead of
+        adding its subgradient to the loss."""
+        self.momentum = float(momentum)
+        """The optimiser's SGD momentum: the proximal step shrinks by ``lr * lam / (1 - momentum)``, what
+        the subgradient's constant pull amounts to under momentum, so ``lam`` means the same in both."""
         self._lam_t: torch.Tensor | None = None  # while steering: lam as a device scalar (see _steer_step)
         params = dict(structure.model.named_parameters())
         modules = dict(structure.model.named_modules())
@@ -295,10 +315,54 @@ class AlignmentRegularizer:
         if self._penalty_size == 0:
             return _zero(model)
         if self._steer is not None:
-            return self._steer_step(model) * self.penalty(model)
-        if self._lam == 0:
+            lam = self._steer_step(model)
+        elif self._lam == 0:
             return _zero(model)
-        return self._lam * self.penalty(model)
+        else:
+            lam = self._lam
+        if self.proximal:  # the shrinking happens in prox_step; the value is still reported
+            with torch.no_grad():
+                return lam * self.penalty(model)
+        return lam * self.penalty(model)
+
+    @torch.no_grad()
+    def prox_step(self, model: nn.Module, lr: float) -> None:
+        """The group lasso's proximal step, after the optimiser's step at learning rate ``lr``: every
+        removed group is scaled by ``max(0, 1 - tau / ||theta_c||)`` with ``tau = lr * lam / (1 - momentum)``
+        (group soft-thresholding), so a group whose pull back is weaker than ``tau`` lands on exactly zero.
+        The subgradient alone overshoots zero by up to a step and, under momentum, circles it: at a 6% MACs
+        plan (three quarters of the channels removed) the steered ratio then stalled near 0.07 however large
+        ``lam`` grew. Without ``proximal`` this does nothing."""
+        if not self.proximal or self._penalty_size == 0:
+            return
+        lam = self._lam_t if self._lam_t is not None else self._lam
+        if not isinstance(lam, torch.Tensor) and lam == 0:
+            return
+        tau = lr * lam / (1.0 - self.momentum)
+        norms = self._squared_norms(model, self._penalty_gathers, self._penalty_size, key=0).sqrt()
+        if self.consolidating:  # the path is done: train the exact sub-network, so the cut is free
+            factor = torch.zeros_like(norms)
+        else:
+            # every factor from the same norms, then applied: a tensor in two groups (a conv's filter and its
+            # input slice) is scaled by both
+            factor = (1 - tau / norms.clamp_min(torch.finfo(norms.dtype).tiny)).clamp_min(0)
+        for i, g in enumerate(self._penalty_gathers):
+            param = model.get_parameter(g.param)
+            positions, slots = self._on_device(0, i, g, param.device)
+            shape = [1] * param.dim()
+            shape[g.dim] = -1
+            scale = factor.index_select(0, slots).to(param.dtype).view(shape)
+            param.index_copy_(g.dim, positions, param.index_select(g.dim, positions) * scale)
+
+    @property
+    def consolidating(self) -> bool:
+        """Steered and past the point where the path reaches its target (80% of the steps): from then on a
+        proximal regulariser holds every removed group at exactly zero after each step. A few groups the
+        cross-entropy needs most resist any ``tau`` (the pooled ratio hides them), and cutting them at the
+        end was what the cut cost; projected out for the last steps, the network trains without them and
+        its BN statistics become the sub-network's."""
+        s = self._steer
+        return s is not None and s["done"] >= _STEER_REACH * s["steps"]
 
     @property
     def lam(self) -> float:

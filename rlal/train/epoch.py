@@ -47,10 +47,12 @@ def train_one_epoch(
     progress: bool = False,
     desc: str = "train",
     step_model: nn.Module | None = None,
+    after_step: Callable[[nn.Module, float], None] | None = None,
 ) -> EpochStats:
     """Train ``model`` for one pass over ``loader``; the schedule is stepped once per batch. ``step_model``
     runs the forward pass when given (``model`` wrapped for data-parallel training); the regulariser always
-    reads ``model`` itself."""
+    reads ``model`` itself. ``after_step(model, lr)`` runs after every optimiser step with that step's
+    learning rate (the alignment's proximal step)."""
     model.train()
     forward = model if step_model is None else step_model
     forward.train()
@@ -78,6 +80,8 @@ def train_one_epoch(
         optimizer.zero_grad(set_to_none=True)
         total_loss.backward()
         optimizer.step()
+        if after_step is not None:
+            after_step(model, optimizer.param_groups[0]["lr"])
         if scheduler is not None:
             scheduler.step()
         # Accumulate on the device: reading a value back every step would stall a GPU.

@@ -108,7 +108,8 @@ def train_and_prune(
     agent_cfg = capped_warmup(config.agent, s)
     agent = make_agent(agent_cfg, env.state_dim, env.num_layers)
     context = make_context(config.agent, env.num_layers)
-    align = AlignmentRegularizer(structure, lam=0.0)
+    align = AlignmentRegularizer(structure, lam=0.0, proximal=s.align.step == "proximal",
+                                 momentum=config.optim.momentum)
     optimizer = build_optimizer(model, config.optim)
     scheduler = build_scheduler(optimizer, config.optim, config.train.epochs, len(train))
     last_search = s.warmup_epochs + s.search_epochs
@@ -495,6 +496,7 @@ def _train_epoch(
         model, train, optimizer, scheduler, runtime, label_smoothing=config.optim.label_smoothing,
         regularizer=regularizer, progress=config.train.progress,
         desc=f"{phase} {epoch}/{config.train.epochs}", step_model=step,
+        after_step=regularizer.prox_step if regularizer is not None and regularizer.proximal else None,
     )
     runtime.dist.sync_buffers(model)
     return runtime.dist.reduce_stats(stats), runtime.dist.check_in_sync(model)
