@@ -414,31 +414,27 @@ def test_train_one_epoch_calls_after_step_with_each_steps_learning_rate() -> Non
     assert seen == pytest.approx([0.1, 0.05, 0.1 / 3])
 
 
-def test_proximal_steering_removes_three_quarters_of_the_residual_stream_exactly() -> None:
-    """The 6% MACs case: a keep ratio of 0.25 in every layer, residual widths included. Steered proximal
-    steps follow the path down (most removed groups already exactly zero when it reaches the target), then
-    hold every removed group at zero for the last fifth of the steps: the cut model is the trained one."""
+def test_proximal_steering_takes_three_quarters_of_the_residual_stream_to_exactly_zero() -> None:
+    """The 6% MACs case: a keep ratio of 0.25 in every layer, residual widths included. The subgradient,
+    steered the same way, circles zero and leaves no group there; steered proximal steps reach the target
+    with most removed groups at exactly zero."""
     batches = _noise_batches()
-    structure = zoo("resnet20", "all")
-    model = structure.model
-    plan = Plan.from_keep_ratios(structure, 0.25)
-    kept = select_channels(structure, plan)
-    align = AlignmentRegularizer(structure, lam=1e-3, proximal=True, momentum=0.9)
-    align.set_plan(None, kept)
-    opt = torch.optim.SGD(model.parameters(), lr=0.07, momentum=0.9)
-    align.steer(model, 0.03, steps=len(batches), lr=0.07, momentum=0.9)
-    reach = int(0.8 * len(batches)) - 1  # the step before the path reaches the target
-    train_one_epoch(model, batches[:reach], opt, None, _CPU, regularizer=align, after_step=align.prox_step)
-    assert not align.consolidating
-    assert align.removed_kept_norm_ratio(model) <= 0.15  # down from ~1, a few steps behind the path
-    norms = align.channel_norms(model)
-    removed = torch.cat([norms[n][i] for n, i in align.removed.items()])
-    assert 0.5 < (removed == 0).float().mean() < 1  # soft-thresholded, not projected, up to here
-    train_one_epoch(model, batches[reach:], opt, None, _CPU, regularizer=align, after_step=align.prox_step)
-    assert align.consolidating and align.removed_kept_norm_ratio(model) == 0
-    x = torch.randn(4, *SHAPE)
-    with torch.no_grad():
-        assert torch.allclose(model.eval()(x), cut(structure, plan, kept=kept).eval()(x), atol=1e-5)
+    zero, ratio = {}, {}
+    for proximal in (False, True):
+        structure = zoo("resnet20", "all")
+        model = structure.model
+        kept = select_channels(structure, Plan.from_keep_ratios(structure, 0.25))
+        align = AlignmentRegularizer(structure, lam=1e-3, proximal=proximal, momentum=0.9)
+        align.set_plan(None, kept)
+        opt = torch.optim.SGD(model.parameters(), lr=0.07, momentum=0.9)
+        align.steer(model, 0.03, steps=len(batches), lr=0.07, momentum=0.9)
+        train_one_epoch(model, batches, opt, None, _CPU, regularizer=align, after_step=align.prox_step)
+        norms = align.channel_norms(model)
+        removed = torch.cat([norms[n][i] for n, i in align.removed.items()])
+        zero[proximal] = float((removed == 0).float().mean())
+        ratio[proximal] = align.removed_kept_norm_ratio(model)
+    assert zero[False] == 0 and zero[True] > 0.9, zero
+    assert ratio[True] <= 0.03, ratio
 
 
 def test_an_unknown_alignment_step_in_the_config_is_refused_by_name() -> None:
