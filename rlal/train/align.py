@@ -330,10 +330,8 @@ class AlignmentRegularizer:
     def prox_step(self, model: nn.Module, lr: float) -> None:
         """The group lasso's proximal step, after the optimiser's step at learning rate ``lr``: every
         removed group is scaled by ``max(0, 1 - tau / ||theta_c||)`` with ``tau = lr * lam / (1 - momentum)``
-        (group soft-thresholding), so a group whose pull back is weaker than ``tau`` lands on exactly zero.
-        The subgradient alone overshoots zero by up to a step and, under momentum, circles it: at a 6% MACs
-        plan (three quarters of the channels removed) the steered ratio then stalled near 0.07 however large
-        ``lam`` grew. Without ``proximal`` this does nothing."""
+        (group soft-thresholding; why, in the module docstring), so a group whose pull back is weaker than
+        ``tau`` lands on exactly zero. Without ``proximal`` this does nothing."""
         if not self.proximal or self._penalty_size == 0:
             return
         lam = self._lam_t if self._lam_t is not None else self._lam
