@@ -379,7 +379,7 @@ def test_a_proximal_step_zeroes_the_groups_under_the_threshold_and_shortens_the_
     removed = torch.cat([before[name][idx] for name, idx in align.removed.items()])
     tau = float(removed.median())
     params = {n: p.detach().clone() for n, p in model.named_parameters()}
-    align.prox_step(model, lr=tau * 0.5)  # tau = 0.5 * tau_wanted * 1.0 / (1 - 0.5)
+    align.prox_step(model, lr=tau * 0.5)  # lr * lam / (1 - momentum) = (tau / 2) * 1.0 / 0.5 = tau
     after = align.channel_norms(model)
     for layer in structure.layers:
         gone = align.removed[layer.name]
