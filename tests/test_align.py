@@ -442,3 +442,15 @@ def test_an_unknown_alignment_step_in_the_config_is_refused_by_name() -> None:
         load_config(None, ["search.align.step=adam"])
     assert load_config(None, ["search.align.step=proximal"]).search.align.step == "proximal"
     assert AlignConfig().step == "subgradient"
+
+
+def test_steering_sizes_lambda_with_the_momentum_the_regulariser_was_built_with() -> None:
+    structure = zoo("resnet20")
+    _, kept = half_plan(structure)
+    lams = []
+    for built, given in ((0.9, None), (0.0, 0.9), (0.0, None)):
+        align = AlignmentRegularizer(structure, lam=0.0, momentum=built)
+        align.set_plan(None, kept)
+        align.steer(structure.model, 0.03, steps=10, lr=0.1, momentum=given)
+        lams.append(align.lam)
+    assert lams[0] == lams[1] < lams[2]  # (1 - 0.9) sizes lambda ten times smaller than no momentum

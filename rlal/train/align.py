@@ -365,11 +365,12 @@ class AlignmentRegularizer:
     # ------------------------------------------------------------------ steering
     def steer(
         self, model: nn.Module, target_ratio: float, steps: int, lr: float | None = None,
-        momentum: float = 0.0, path: str = "linear",
+        momentum: float | None = None, path: str = "linear",
     ) -> None:
         """Steer ``lam`` over the next ``steps`` calls so that the norm ratio reaches ``target_ratio`` (see
         the module docstring) along ``path`` (``"linear"`` or ``"geometric"``); the path starts at the ratio
-        ``model`` has now. Given the learning rate ``lr`` (and SGD ``momentum``) of those steps, ``lam``
+        ``model`` has now. Given the learning rate ``lr`` (and SGD ``momentum``, by default the one the
+        regulariser was built with) of those steps, ``lam``
         starts at the size that would reach zero at 80% of them, or at the current ``lam`` if that is larger
         (on the linear path, also its floor). Needs a plan."""
         if self._removed is None:
@@ -383,7 +384,8 @@ class AlignmentRegularizer:
         if lr is not None and lr > 0:
             norms = torch.cat(list(self.channel_norms(model).values()))
             removed_mean = norms[torch.cat(self._removed)].mean().item()
-            self.lam = max(self.lam, removed_mean * (1 - momentum) / (lr * _STEER_REACH * steps))
+            gain = 1 - (self.momentum if momentum is None else momentum)
+            self.lam = max(self.lam, removed_mean * gain / (lr * _STEER_REACH * steps))
         self.lam = max(self.lam, _LAM_FLOOR)
         self._steer = {"start": max(start, target_ratio), "target": target_ratio, "steps": steps, "done": 0,
                        "linear": path == "linear", "floor": self.lam if path == "linear" else _LAM_FLOOR}

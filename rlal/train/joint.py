@@ -195,8 +195,7 @@ def train_and_prune(
                 if epoch == last_search + 1 and s.align.lam > 0:
                     align.lam = s.align.lam
                     align.steer(model, s.align.target_ratio, s.align_epochs * len(train),
-                                lr=optimizer.param_groups[0]["lr"], momentum=config.optim.momentum,
-                                path=s.align.path)
+                                lr=optimizer.param_groups[0]["lr"], path=s.align.path)
                 stats, synced = _train_epoch(model, step, train, optimizer, scheduler, runtime, config, epoch,
                                              "align", align if s.align.lam > 0 else None)
                 _log(metrics, config, epoch, "align", stats, None, optimizer, synced, {
