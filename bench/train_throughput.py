@@ -1,10 +1,14 @@
 """Dense training and evaluation throughput (images/s), one JSON line per configuration.
 
-CPU: ResNet-20 on Fashion-MNIST, timed over a fixed number of batches after a warm-up.
+CPU: ResNet-20 on Fashion-MNIST, timed over a fixed number of batches after a warm-up; ``--cpu-models`` and
+``--cpu-formats`` add other models and memory formats, run in turn ``--repeats`` times (interleaved, so drift
+of a shared machine hits every case alike).
 GPU (when CUDA is present): ResNet-56 on CIFAR-10, whole epochs with the in-memory device data path,
 bf16 autocast and channels-last, with and without ``torch.compile``.
 
     python bench/train_throughput.py [--data-dir DIR] [--cpu-batches 40] [--gpu-epochs 3]
+        [--cpu-models resnet20,resnet56,mobilenetv2-cifar] [--cpu-formats contiguous,channels-last]
+        [--cpu-threads 1] [--repeats 3]
 
 Figures go to docs/benchmarks.md with the machine named. This is a benchmark, not a test.
 """
@@ -108,16 +112,30 @@ def main() -> int:
     parser.add_argument("--cpu-batches", type=int, default=40, help="timed CPU training batches")
     parser.add_argument("--gpu-epochs", type=int, default=3, help="timed GPU epochs")
     parser.add_argument("--skip-cpu", action="store_true")
+    parser.add_argument("--cpu-models", default="resnet20", help="comma-separated zoo models (CPU)")
+    parser.add_argument("--cpu-formats", default="contiguous",
+                        help="comma-separated memory formats: contiguous, channels-last (CPU)")
+    parser.add_argument("--cpu-threads", type=int, default=None, help="torch threads (CPU; default: all)")
+    parser.add_argument("--repeats", type=int, default=1, help="CPU: run every case this many times, in turn")
     args = parser.parse_args()
     data_dir = args.data_dir or (str(SHARED_DATA) if SHARED_DATA.is_dir() else None)
+    formats = {"contiguous": "off", "channels-last": "on"}
+    cpu_formats = args.cpu_formats.split(",")
+    if any(f not in formats for f in cpu_formats):
+        print(f"error: --cpu-formats takes {', '.join(formats)}, got {args.cpu_formats!r}", file=sys.stderr)
+        return 2
     runs = []
     if not args.skip_cpu:
-        runs.append(dict(
-            model_name="resnet20",
-            data_cfg=DataConfig(dataset="fashion-mnist", data_dir=data_dir, batch_size=128),
-            train_cfg=TrainConfig(device="cpu", progress=False),
-            timed_batches=args.cpu_batches, epochs=1, warmup_batches=3,
-        ))
+        for _ in range(args.repeats):
+            for model_name in args.cpu_models.split(","):
+                for fmt in cpu_formats:
+                    runs.append(dict(
+                        model_name=model_name,
+                        data_cfg=DataConfig(dataset="fashion-mnist", data_dir=data_dir, batch_size=128),
+                        train_cfg=TrainConfig(device="cpu", progress=False, threads=args.cpu_threads,
+                                              channels_last=formats[fmt]),
+                        timed_batches=args.cpu_batches, epochs=1, warmup_batches=3,
+                    ))
     if torch.cuda.is_available():
         for compiled in (False, True):
             runs.append(dict(
