@@ -437,11 +437,11 @@ def test_proximal_steering_takes_three_quarters_of_the_residual_stream_to_exactl
     assert ratio[True] <= 0.03, ratio
 
 
-def test_an_unknown_alignment_step_in_the_config_is_refused_by_name() -> None:
+def test_an_unknown_alignment_step_is_refused_by_name_and_the_paper_step_can_be_chosen() -> None:
     with pytest.raises(RlalError, match=r"search\.align\.step"):
         load_config(None, ["search.align.step=adam"])
-    assert load_config(None, ["search.align.step=proximal"]).search.align.step == "proximal"
-    assert AlignConfig().step == "subgradient"
+    assert load_config(None, ["search.align.step=subgradient"]).search.align.step == "subgradient"
+    assert AlignConfig().step == "proximal"
 
 
 def test_steering_sizes_lambda_with_the_momentum_the_regulariser_was_built_with() -> None:

@@ -9,7 +9,7 @@ import pytest
 from test_resume import joint_overrides
 from test_train import fmnist_dir  # noqa: F401  (fixture re-used)
 
-from rlal.benchmark import parse_methods, parse_seeds, run_quality_bench
+from rlal.benchmark import METHODS, method_config, parse_methods, parse_seeds, run_quality_bench
 from rlal.config import load_config
 from rlal.errors import RlalError
 
@@ -72,3 +72,9 @@ def test_unknown_methods_and_bad_seeds_are_one_line_errors():
     with pytest.raises(RlalError, match="comma-separated"):
         parse_seeds("0,one")
     assert parse_methods("rlal, dense,rlal") == ["rlal", "dense"]
+
+
+def test_the_paper_row_aligns_with_the_papers_subgradient_while_the_method_row_uses_the_default():
+    base = load_config(None, [])
+    assert method_config(base, METHODS["rlal-paper"]).search.align.step == "subgradient"
+    assert method_config(base, METHODS["rlal"]).search.align.step == base.search.align.step == "proximal"

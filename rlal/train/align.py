@@ -39,17 +39,18 @@ dip below the path early on let ``lam`` decay by factors and the channels grow b
 hand-written controller, because it is part of the method (alignment must reach the cut), not a general
 training utility.
 
-**Proximal steps** (``search.align.step: proximal``). Added to the loss, the penalty's subgradient
-``lam * theta_c / ||theta_c||`` has the same length however small the group is, so SGD steps across zero and,
-with momentum, circles it; the larger ``lam``, the wider the circle. When most channels are removed (6% MACs,
-residual widths pruned) the steered ratio stalled at ~0.07 while ``lam`` grew to 0.31. The proximal form
-(Parikh & Boyd 2014, "Proximal algorithms", group soft-thresholding) leaves the penalty out of the loss and,
-after every optimiser step, shortens each removed group by ``tau = lr * lam / (1 - momentum)``, setting it
-to exactly zero when it is shorter than that: a removed channel stays at zero while its pull back is
-weaker than ``tau``. Steering is the same in both forms. (Holding every removed group at exactly zero
-once the path reached its target, so that the last fifth of the steps trained the very sub-network that
-is cut, was tried and dropped: the controller lags its path, so the hold takes what is left in one
-step, and on two tuning seeds the align epoch's loss rose from 0.64-0.65 to 0.81-0.94.)
+**Proximal steps** (``search.align.step: proximal``, the default). Added to the loss, the penalty's
+subgradient ``lam * theta_c / ||theta_c||`` has the same length however small the group is, so SGD steps
+across zero and, with momentum, circles it; the larger ``lam``, the wider the circle. When most channels are
+removed (6% MACs, residual widths pruned) the steered ratio stalled at ~0.07 while ``lam`` grew to 0.31. The
+proximal form (Parikh & Boyd 2014, "Proximal algorithms", group soft-thresholding) leaves the penalty out of
+the loss and, after every optimiser step, shortens each removed group by
+``tau = lr * lam / (1 - momentum)``, setting it to exactly zero when it is shorter than that: a removed
+channel stays at zero while its pull back is weaker than ``tau``. Steering is the same in both forms.
+(Holding every removed group at exactly zero once the path reached its target, so that the last fifth of
+the steps trained the very sub-network that is cut, was tried and dropped: the controller lags its path, so
+the hold takes what is left in one step, and on two tuning seeds the align epoch's loss rose from 0.64-0.65
+to 0.81-0.94.)
 
 The grouping is taken from each layer's :class:`~rlal.structure.GroupMember` list, exactly what
 ``importance.py`` sums for the ``"l2"`` criterion and what ``surgery.py`` cuts, plus the biases (a removed
