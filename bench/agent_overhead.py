@@ -23,7 +23,6 @@ import contextlib
 import itertools
 import json
 import os
-import platform
 import sys
 import time
 from collections.abc import Iterator
@@ -36,6 +35,7 @@ from rlal.config import DataConfig, EnvConfig, OptimConfig, TrainConfig
 from rlal.data import Data, DeviceLoader, build_data, dataset_spec
 from rlal.env import Scorer, make_env
 from rlal.errors import DataError
+from rlal.machine import describe
 from rlal.models import create_model
 from rlal.structure import Plan, find_layers
 from rlal.train.epoch import train_one_epoch
@@ -200,16 +200,8 @@ def measure(
 
 
 def machine() -> dict[str, object]:
-    info: dict[str, object] = {
-        "cpu": platform.processor() or platform.machine(),
-        "cpu_threads": torch.get_num_threads(),
-        "cpu_count": os.cpu_count(),
-        "load_avg_1m": round(os.getloadavg()[0], 2),
-        "torch": torch.__version__,
-    }
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name()
-    return info
+    """The machine, and its load: the agent's small steps are the first to suffer from a busy core."""
+    return {**describe(), "load_avg_1m": round(os.getloadavg()[0], 2)}
 
 
 def main() -> int:

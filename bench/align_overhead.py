@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
-import platform
 import statistics
 import time
 
@@ -25,6 +23,7 @@ import torch
 
 from rlal.config import EnvConfig, OptimConfig, TrainConfig
 from rlal.env.budget import make_budget
+from rlal.machine import describe
 from rlal.models import create_model
 from rlal.structure import find_layers
 from rlal.train.align import AlignmentRegularizer
@@ -81,8 +80,7 @@ def main() -> int:
         for form in FORMS:
             times[form].append(round_of(form))
 
-    machine = {"cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-               "threads": torch.get_num_threads(), "torch": torch.__version__}
+    machine = describe()
     median = {form: statistics.median(t) for form, t in times.items()}
     for form in FORMS:
         print(json.dumps({"bench": "align_overhead", "form": form, "model": "resnet56", "batch": args.batch,

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import torch
 
 from rlal.checkpoint import load_weights
 from rlal.env import PruningEnv
+from rlal.machine import describe
 from rlal.rundir import load_run_config
 from rlal.structure import channel_importance, find_layers
 from rlal.train.choice import score_plans
@@ -55,8 +55,7 @@ def main(argv: list[str] | None = None) -> int:
             env.step(float(rng.random()))
         plans.append(env.plan_of(env.finish()))
 
-    machine = {"cpu": platform.processor() or platform.machine(), "threads": args.threads,
-               "torch": torch.__version__, "run": str(args.run)}
+    machine = {**describe(), "run": str(args.run)}
     means = {}
     for criterion in CRITERIA:
         scores = channel_importance(structure, criterion, seed=config.seed)

@@ -35,6 +35,7 @@ from torch import nn
 
 from rlal.config import DataConfig, OptimConfig, TrainConfig, load_config
 from rlal.data import build_data
+from rlal.machine import cpu_name
 from rlal.models import count_macs_params, create_model
 from rlal.train.epoch import evaluate, train_one_epoch
 from rlal.train.optim import build_optimizer, build_scheduler
@@ -92,7 +93,7 @@ def step_prepare(spec: Spec, out: Records) -> None:
     """The machine and library versions, then the dataset read once (decoded into the cache)."""
     info: dict[str, Any] = {
         "kind": "env", "python": platform.python_version(), "torch": torch.__version__,
-        "cuda_available": torch.cuda.is_available(), "cpu": _cpu_name(), "cpu_count": os.cpu_count(),
+        "cuda_available": torch.cuda.is_available(), "cpu": cpu_name(), "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
     }  # fmt: skip
     try:
@@ -118,12 +119,6 @@ def step_prepare(spec: Spec, out: Records) -> None:
     })  # fmt: skip
 
 
-def _cpu_name() -> str:
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 # ------------------------------------------------------------------------------------------ throughput

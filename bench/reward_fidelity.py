@@ -42,7 +42,6 @@ import argparse
 import copy
 import itertools
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -58,6 +57,7 @@ from rlal.env import PruningEnv
 from rlal.env.budget import Budget
 from rlal.env.reward import first_batches
 from rlal.errors import RlalError
+from rlal.machine import cpu_name
 from rlal.structure import Plan, Structure, channel_importance, cut, find_layers
 from rlal.train.choice import score_plans
 from rlal.train.dense import build_model, input_shape, place, setup
@@ -244,8 +244,7 @@ def train(config: RunConfig, out: Path, only: list[int] | None, proxy_steps: lis
         record.update(_finish(small, data, runtime, config, start_epoch))
         data.train.seed = config.seed
         record.update(macs=int(structure.cost.of(plan)[0]), seconds=round(time.perf_counter() - t0, 1),
-                      threads=threads, cpu=platform.processor() or platform.machine(),
-                      torch=torch.__version__)
+                      threads=threads, cpu=cpu_name(), torch=torch.__version__)
         with open(out / "records.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
         print(json.dumps(record), flush=True)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import tempfile
 import threading
@@ -31,6 +30,7 @@ import torch
 
 from rlal.config import load_config
 from rlal.errors import RlalError
+from rlal.machine import describe
 from rlal.train.joint import fit_joint
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "fashion-mnist"
@@ -118,7 +118,7 @@ def main() -> int:
         "episodes_per_epoch": args.episodes,
         "rss_mb_after_10pct": float(rss[tail][0]), "rss_mb_end": float(rss[-1]), "rss_mb_peak": sampler.peak,
         "growth_mb_per_100_epochs": round(slope, 2), "seconds": round(time.perf_counter() - start, 1),
-        "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
+        **describe(),
     }), flush=True)
     return 0
 

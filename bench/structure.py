@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -25,19 +23,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from rlal.machine import describe
 from rlal.models import create_model
 from rlal.structure import ChannelMasks, Plan, Structure, cut, find_layers
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def emit(**record: object) -> None:
@@ -141,15 +129,7 @@ def main() -> None:
     parser.add_argument("--vectors", type=int, default=10_000)
     args = parser.parse_args()
 
-    info: dict[str, object] = {
-        "cpu": cpu_name(),
-        "cpu_threads": torch.get_num_threads(),
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-    }
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name()
-    emit(bench="machine", **info)
+    emit(bench="machine", **describe())
 
     torch.manual_seed(0)
     structure = find_layers(create_model("resnet56").eval(), (3, 32, 32))

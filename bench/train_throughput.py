@@ -18,8 +18,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import os
-import platform
 import sys
 from pathlib import Path
 
@@ -28,6 +26,7 @@ import torch
 from rlal.config import DataConfig, OptimConfig, TrainConfig
 from rlal.data import build_data
 from rlal.errors import RlalError
+from rlal.machine import describe
 from rlal.models import create_model
 from rlal.train.epoch import evaluate, train_one_epoch
 from rlal.train.optim import build_optimizer, build_scheduler
@@ -47,18 +46,6 @@ class FirstBatches:
 
     def __iter__(self):
         return itertools.islice(iter(self.loader), self.n)
-
-
-def machine() -> dict[str, object]:
-    info: dict[str, object] = {
-        "cpu": platform.processor() or platform.machine(),
-        "cpu_threads": torch.get_num_threads(),
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-    }
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name()
-    return info
 
 
 def bench(
@@ -102,7 +89,7 @@ def bench(
         "epoch_seconds": round(seconds / epochs, 3) if timed_batches is None else None,
         "full_epoch_images": data.train.num_samples,
         "eval_images_per_s": round(test.images / test.seconds, 1),
-        **machine(),
+        **describe(),
     }
 
 

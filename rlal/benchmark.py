@@ -15,7 +15,6 @@ import copy
 import json
 import math
 import os
-import platform
 import shutil
 import statistics
 from collections.abc import Callable, Sequence
@@ -26,6 +25,7 @@ from typing import Any
 from rlal.checkpoint import write_json, write_text
 from rlal.config import RunConfig, load_config, set_value
 from rlal.errors import RlalError
+from rlal.machine import cpu_name
 
 METHODS: dict[str, tuple[str, ...]] = {
     "dense": ("method=dense",),
@@ -311,15 +311,7 @@ def _train_images(base: RunConfig) -> str:
 
 def _machine() -> str:
     """The CPU the table was produced on, e.g. "a 2-core Intel(R) Xeon(R) Processor"."""
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"a {os.cpu_count()}-core {cpu}"
+    return f"a {os.cpu_count()}-core {cpu_name()}"
 
 
 def _plot(records: list[RunRecord], path: Path) -> Path | None:

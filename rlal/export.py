@@ -42,6 +42,7 @@ from torch import nn
 
 from rlal.checkpoint import atomic_write
 from rlal.errors import RlalError
+from rlal.machine import describe
 
 Exporter = Literal["auto", "torchscript", "dynamo"]
 Backend = Literal["torch-cpu", "onnxruntime-cpu", "torch-cuda"]
@@ -293,17 +294,10 @@ def _runners(
 
 
 def environment() -> dict[str, Any]:
-    """What a latency figure depends on besides the model: CPU, threads, library versions, GPU."""
-    import platform
-
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
-        cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    """What a latency figure depends on besides the model: the machine (:func:`rlal.machine.describe`)
+    and ONNX Runtime's version (None when it is not installed)."""
     ort = _import("onnxruntime").__version__ if _installed("onnxruntime") else None
-    return {
-        "cpu": cpu, "threads": torch.get_num_threads(), "torch": torch.__version__, "onnxruntime": ort,
-        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-    }  # fmt: skip
+    return {**describe(), "onnxruntime": ort}
 
 
 def _umask() -> int:

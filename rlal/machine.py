@@ -1,0 +1,27 @@
+"""The machine a figure was measured on. Every benchmark table, latency figure and bench script names it,
+so all of them describe it the same way, from here."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+from typing import Any
+
+import torch
+
+
+def cpu_name() -> str:
+    """The CPU's model name as Linux reports it (e.g. "AMD EPYC 7B13"), else what ``platform`` knows."""
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def describe() -> dict[str, Any]:
+    """CPU, core count, torch's CPU threads now, torch's version and the GPU (None without CUDA)."""
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
+    return {"cpu": cpu_name(), "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(),
+            "torch": torch.__version__, "cuda": gpu}
