@@ -109,7 +109,8 @@ class TrainConfig:
     amp: Literal["auto", "bf16", "off"] = "auto"
     """Mixed precision: ``auto`` = bf16 autocast on CUDA, off on CPU."""
     channels_last: Literal["auto", "on", "off"] = "auto"
-    """Memory format: ``auto`` = channels-last on CUDA, contiguous on CPU."""
+    """Memory format: ``auto`` = ``on`` = channels-last (NHWC), on CUDA and on the CPU alike; ``off`` =
+    contiguous (NCHW), which every CPU benchmark table up to 2026-12-01 ran with (the tracks pin it)."""
     compile: bool = False
     """Wrap the model in ``torch.compile`` (GPU runs; the first epoch pays the compile time)."""
     eval_every: int = 1

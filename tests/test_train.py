@@ -17,6 +17,7 @@ from rlal.data import write_idx
 from rlal.models import create_model
 from rlal.report.metrics import read_metrics
 from rlal.train.dense import fit_dense
+from rlal.train.runtime import resolve_runtime
 
 
 def learnable_images(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -110,6 +111,13 @@ def test_a_run_directory_is_not_overwritten_without_the_flag(fmnist_dir, tmp_pat
     assert main([*args, "--overwrite", "--set", "seed=4"]) == 0
     assert len(read_metrics(out / "metrics.jsonl")) == 1  # the old run's lines are gone, not mixed in
     assert yaml.safe_load((out / "config.yaml").read_text())["seed"] == 4
+
+
+def test_auto_means_fp32_channels_last_on_the_cpu_and_off_means_contiguous():
+    auto = resolve_runtime(load_config(None, ["train.device=cpu"]).train)
+    off = resolve_runtime(load_config(None, ["train.device=cpu", "train.channels_last=off"]).train)
+    assert (auto.amp_dtype, auto.channels_last, off.channels_last) == (None, True, False)
+    assert auto.describe() == "cpu fp32 channels-last" and off.describe() == "cpu fp32 contiguous"
 
 
 def test_bf16_autocast_and_channels_last_train_and_evaluate(fmnist_dir, tmp_path):
