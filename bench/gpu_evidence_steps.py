@@ -119,8 +119,6 @@ def step_prepare(spec: Spec, out: Records) -> None:
     })  # fmt: skip
 
 
-
-
 # ------------------------------------------------------------------------------------------ throughput
 def step_throughput(spec: Spec, out: Records) -> None:
     """Dense training throughput of ``spec["model"]`` at ``spec["batch"]``, eager or compiled: a warm-up

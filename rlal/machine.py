@@ -6,14 +6,15 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+from pathlib import Path
 from typing import Any
 
 import torch
 
 
-def cpu_name() -> str:
+def cpu_name(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     """The CPU's model name as Linux reports it (e.g. "AMD EPYC 7B13"), else what ``platform`` knows."""
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+    with contextlib.suppress(OSError), open(cpuinfo) as f:
         for line in f:
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
