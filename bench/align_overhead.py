@@ -68,9 +68,8 @@ def main() -> int:
 
     def round_of(form: str) -> float:
         model, optimizer, align = runs[form]
-        after = align.prox_step if align is not None and align.proximal else None
         start = time.perf_counter()
-        train_one_epoch(model, batches, optimizer, None, runtime, regularizer=align, after_step=after)
+        train_one_epoch(model, batches, optimizer, None, runtime, regularizer=align)
         return (time.perf_counter() - start) / args.steps
 
     for form in FORMS:  # warm-up round, not timed

@@ -632,10 +632,10 @@ def render_markdown(records: list[dict[str, Any]]) -> str:
     lines += [f"- Mode: {mode}; started {start.get('time', 'missing')}; budget {start.get('budget_s')} s; "
               f"steps {', '.join(start.get('steps', []))}."]
     if env:
-        lines.append(f"- Machine: {env.get('gpu', 'no GPU')} ({env.get('gpu_memory_gib', '-')} GiB, "
+        lines.append(f"- Machine: {env.get('cuda') or 'no GPU'} ({env.get('gpu_memory_gib', '-')} GiB, "
                      f"{env.get('gpu_sms', '-')} SMs), {env.get('cpu')} × {env.get('cpu_count')}; Python "
-                     f"{env.get('python')}, torch {env.get('torch')} (CUDA {env.get('cuda', '-')}, cuDNN "
-                     f"{env.get('cudnn', '-')}), torch-pruning {env.get('torch_pruning')}.")
+                     f"{env.get('python')}, torch {env.get('torch')} (CUDA {env.get('cuda_version', '-')}, "
+                     f"cuDNN {env.get('cudnn', '-')}), torch-pruning {env.get('torch_pruning')}.")
     data = next((r for r in by["prepare"] if r.get("kind") == "data"), None)
     if data:
         lines.append(f"- Data: {data['source']}; {data['train_images']:,} train, {data['reward_images']:,} "
@@ -851,12 +851,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if env is None:
             ev.log("prepare failed: see evidence.jsonl and evidence.log")
             status = 1
-        elif not settings.smoke and not env.get("cuda_available"):
+        elif not settings.smoke and not env.get("cuda"):
             ev.add({"step": "prepare", "kind": "error", "error": "no CUDA device: use --smoke on the CPU"})
             ev.log("no CUDA device: the GPU run stops here (use --smoke on the CPU)")
             status = 1
         else:
-            gpu = env.get("gpu") or f"the CPU ({env.get('cpu')})"
+            gpu = env.get("cuda") or f"the CPU ({env.get('cpu')})"
             latency_s = settings.step_s["latency"] if "latency" in steps_wanted else 0.0
             if "throughput" in steps_wanted:
                 run_throughput(steps, settings, clock, data_dir, track)

@@ -35,7 +35,7 @@ from torch import nn
 
 from rlal.config import DataConfig, OptimConfig, TrainConfig, load_config
 from rlal.data import build_data
-from rlal.machine import cpu_name
+from rlal.machine import describe
 from rlal.models import count_macs_params, create_model
 from rlal.train.epoch import evaluate, train_one_epoch
 from rlal.train.optim import build_optimizer, build_scheduler
@@ -91,11 +91,8 @@ def data_config(spec: Spec, batch_size: int) -> DataConfig:
 # --------------------------------------------------------------------------------------------- prepare
 def step_prepare(spec: Spec, out: Records) -> None:
     """The machine and library versions, then the dataset read once (decoded into the cache)."""
-    info: dict[str, Any] = {
-        "kind": "env", "python": platform.python_version(), "torch": torch.__version__,
-        "cuda_available": torch.cuda.is_available(), "cpu": cpu_name(), "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-    }  # fmt: skip
+    # cpu, cpu_count, threads, torch, and cuda: the GPU's name, None without one (rlal.machine)
+    info: dict[str, Any] = {"kind": "env", "python": platform.python_version(), **describe()}
     try:
         import torch_pruning
 
@@ -105,9 +102,9 @@ def step_prepare(spec: Spec, out: Records) -> None:
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
         info |= {
-            "gpu": props.name, "gpu_memory_gib": round(props.total_memory / 2**30, 1),
+            "gpu_memory_gib": round(props.total_memory / 2**30, 1),
             "gpu_capability": f"{props.major}.{props.minor}", "gpu_sms": props.multi_processor_count,
-            "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(),
+            "cuda_version": torch.version.cuda, "cudnn": torch.backends.cudnn.version(),
         }  # fmt: skip
     out.write(info)
     start = time.perf_counter()

@@ -182,7 +182,7 @@ def test_sgd_on_the_penalty_drives_removed_channels_to_zero_and_cutting_them_is_
     structure = zoo(name, policy)
     model = structure.model.eval()
     plan, kept = half_plan(structure)
-    align = AlignmentRegularizer(structure, lam=1.0)
+    align = AlignmentRegularizer(structure, lam=1.0, proximal=False)  # the penalty in the loss (the paper's)
     align.set_plan(plan, kept)
     before = align.removed_kept_norm_ratio(model)
     x = torch.randn(4, *SHAPE)
@@ -244,11 +244,14 @@ def _noise_batches(n: int = 80, size: int = 16) -> list[tuple[torch.Tensor, torc
     ]
 
 
-def _half_plan_alignment() -> tuple[nn.Module, AlignmentRegularizer, torch.optim.Optimizer]:
-    """A fresh ResNet-20 with the half plan set on a small fixed lambda, and its SGD optimiser."""
+def _half_plan_alignment(
+    proximal: bool = False,
+) -> tuple[nn.Module, AlignmentRegularizer, torch.optim.Optimizer]:
+    """A fresh ResNet-20 with the half plan set on a small fixed lambda, and its SGD optimiser; the
+    subgradient form (the steering tests were written for it) unless ``proximal``."""
     structure = zoo("resnet20")
     _, kept = half_plan(structure)
-    align = AlignmentRegularizer(structure, lam=1e-4)
+    align = AlignmentRegularizer(structure, lam=1e-4, proximal=proximal, momentum=0.9 if proximal else 0.0)
     align.set_plan(None, kept)
     return structure.model, align, torch.optim.SGD(structure.model.parameters(), lr=0.05, momentum=0.9)
 
@@ -270,14 +273,16 @@ def test_plugs_into_train_one_epoch_as_the_regularizer() -> None:
     assert stats.images == 24
 
 
-@pytest.mark.parametrize("path", ["linear", "geometric"])
-def test_steering_reaches_the_target_ratio_that_a_fixed_small_lambda_misses(path: str) -> None:
+@pytest.mark.parametrize(("path", "proximal"), [("linear", False), ("geometric", False), ("linear", True)])
+def test_steering_reaches_the_target_ratio_that_a_fixed_small_lambda_misses(
+    path: str, proximal: bool
+) -> None:
     """Cross-entropy pulls every channel back; a fixed lambda sized for another run length barely moves the
     removed channels, while steering sizes lambda to the steps and the norms and follows the path."""
     batches = _noise_batches()
     ratios = {}
     for steered in (False, True):
-        model, align, opt = _half_plan_alignment()
+        model, align, opt = _half_plan_alignment(proximal)
         if steered:
             align.steer(model, 0.03, steps=len(batches), lr=0.05, momentum=0.9, path=path)
             assert align.lam > 1e-4  # sized to the steps and the norms
@@ -396,11 +401,31 @@ def test_a_proximal_step_zeroes_the_groups_under_the_threshold_and_shortens_the_
 def test_a_proximal_step_does_nothing_unless_the_regulariser_is_proximal() -> None:
     structure = zoo("resnet20")
     _, kept = half_plan(structure)
-    align = AlignmentRegularizer(structure, lam=1.0)
+    align = AlignmentRegularizer(structure, lam=1.0, proximal=False)
     align.set_plan(None, kept)
     params = [p.detach().clone() for p in structure.model.parameters()]
     align.prox_step(structure.model, lr=10.0)
     assert all(torch.equal(a, b) for a, b in zip(params, structure.model.parameters(), strict=True))
+
+
+def test_the_regulariser_takes_the_configured_step_and_train_one_epoch_runs_its_proximal_step() -> None:
+    """Built without ``proximal``, the regulariser follows ``AlignConfig.step`` (proximal); passed to
+    ``train_one_epoch`` as the regulariser alone, its proximal step runs after every optimiser step, so
+    removed groups land on exactly zero. The subgradient form, added to the loss, leaves none there."""
+    assert AlignConfig.step == "proximal"
+    zeroed = {}
+    for proximal in (None, False):
+        torch.manual_seed(0)
+        structure = zoo("resnet20")
+        _, kept = half_plan(structure)
+        align = (AlignmentRegularizer(structure, lam=20.0) if proximal is None
+                 else AlignmentRegularizer(structure, lam=20.0, proximal=False))
+        align.set_plan(None, kept)
+        opt = torch.optim.SGD(structure.model.parameters(), lr=0.1)
+        train_one_epoch(structure.model, _noise_batches(6, size=8), opt, None, _CPU, regularizer=align)
+        norms = align.channel_norms(structure.model)
+        zeroed[proximal] = sum(int((norms[n][i] == 0).sum()) for n, i in align.removed.items())
+    assert zeroed[None] > 0 and zeroed[False] == 0, zeroed
 
 
 def test_train_one_epoch_calls_after_step_with_each_steps_learning_rate() -> None:
@@ -428,7 +453,7 @@ def test_proximal_steering_takes_three_quarters_of_the_residual_stream_to_exactl
         align.set_plan(None, kept)
         opt = torch.optim.SGD(model.parameters(), lr=0.07, momentum=0.9)
         align.steer(model, 0.03, steps=len(batches), lr=0.07, momentum=0.9)
-        train_one_epoch(model, batches, opt, None, _CPU, regularizer=align, after_step=align.prox_step)
+        train_one_epoch(model, batches, opt, None, _CPU, regularizer=align)
         norms = align.channel_norms(model)
         removed = torch.cat([norms[n][i] for n, i in align.removed.items()])
         zero[proximal] = float((removed == 0).float().mean())

@@ -73,7 +73,8 @@ def test_no_step_was_skipped_stopped_or_failed(smoke):
 def test_prepare_names_the_machine_and_reads_the_generated_tarball(smoke):
     _, records = smoke
     (env,) = of(records, "prepare", "env")
-    assert env["cuda_available"] is False and env["torch"] and env["torch_pruning"]
+    assert env["cuda"] is None and env["torch"] and env["torch_pruning"]
+    assert env["cpu"] and env["cpu_count"] >= 1 and env["threads"] >= 1
     (data,) = of(records, "prepare", "data")
     assert "tarball" in data["source"]
     assert (data["train_images"], data["reward_images"], data["test_images"]) == (100, 50, 60)

@@ -21,7 +21,7 @@ Usage in the joint loop::
     ...
     align.set_plan(plan, criterion=env.criterion)         # the channels the cut would drop
     align.lam = lambda_at(epoch, align_cfg)
-    train_one_epoch(model, data.train, opt, sched, runtime, regularizer=align)
+    train_one_epoch(model, data.train, opt, sched, runtime, regularizer=align)  # runs align.after_step too
     log(removed_kept_ratio=align.removed_kept_norm_ratio(model))
 
 **Steering** (:meth:`AlignmentRegularizer.steer`). How far a fixed ``lam`` pulls depends on the number of
@@ -120,14 +120,14 @@ class AlignmentRegularizer:
     """
 
     def __init__(
-        self, structure: Structure, lam: float = AlignConfig.lam, *, proximal: bool = False,
-        momentum: float = 0.0,
+        self, structure: Structure, lam: float = AlignConfig.lam, *,
+        proximal: bool = AlignConfig.step == "proximal", momentum: float = 0.0,
     ) -> None:
         self.structure = structure
         self._lam = float(lam)
         self.proximal = proximal
         """Apply the penalty as a proximal step after each optimiser step (:meth:`prox_step`) instead of
-        adding its subgradient to the loss."""
+        adding its subgradient to the loss; the default follows ``AlignConfig.step``."""
         self.momentum = float(momentum)
         """The optimiser's SGD momentum: the proximal step shrinks by ``lr * lam / (1 - momentum)``, what
         the subgradient's constant pull amounts to under momentum, so ``lam`` means the same in both."""
@@ -350,6 +350,10 @@ class AlignmentRegularizer:
             shape[g.dim] = -1
             scale = factor.index_select(0, slots).to(param.dtype).view(shape)
             param.index_copy_(g.dim, positions, param.index_select(g.dim, positions) * scale)
+
+    def after_step(self, model: nn.Module, lr: float) -> None:
+        """Run by :func:`~rlal.train.epoch.train_one_epoch` after every optimiser step: :meth:`prox_step`."""
+        self.prox_step(model, lr)
 
     @property
     def lam(self) -> float:

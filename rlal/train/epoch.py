@@ -16,7 +16,9 @@ from rlal.errors import RlalError, TrainingDiverged
 from rlal.train.runtime import Runtime
 
 Regularizer = Callable[[nn.Module], torch.Tensor]
-"""A penalty added to the loss each step; the alignment regulariser of the joint method plugs in here."""
+"""A penalty added to the loss each step; the alignment regulariser of the joint method plugs in here. One
+with an ``after_step(model, lr)`` method has it run after every optimiser step too (the alignment's
+proximal form acts there, not through the loss)."""
 
 
 @dataclass(frozen=True)
@@ -52,7 +54,10 @@ def train_one_epoch(
     """Train ``model`` for one pass over ``loader``; the schedule is stepped once per batch. ``step_model``
     runs the forward pass when given (``model`` wrapped for data-parallel training); the regulariser always
     reads ``model`` itself. ``after_step(model, lr)`` runs after every optimiser step with that step's
-    learning rate (the alignment's proximal step)."""
+    learning rate; by default, the regulariser's own ``after_step`` if it has one (the alignment's proximal
+    step), so passing the alignment as ``regularizer`` is enough in either of its forms."""
+    if after_step is None:
+        after_step = getattr(regularizer, "after_step", None)
     model.train()
     forward = model if step_model is None else step_model
     forward.train()

@@ -495,7 +495,6 @@ def _train_epoch(
         model, train, optimizer, scheduler, runtime, label_smoothing=config.optim.label_smoothing,
         regularizer=regularizer, progress=config.train.progress,
         desc=f"{phase} {epoch}/{config.train.epochs}", step_model=step,
-        after_step=regularizer.prox_step if regularizer is not None and regularizer.proximal else None,
     )
     runtime.dist.sync_buffers(model)
     return runtime.dist.reduce_stats(stats), runtime.dist.check_in_sync(model)
