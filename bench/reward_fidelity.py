@@ -19,7 +19,12 @@ rest of the epoch budget. This bench measures both for the same plans, from the 
    the epochs, as the ``uniform`` baseline trains: the architecture's own quality, with no weights inherited
    from the search. ``--seed`` trains it again from another initialisation and data order, so that a plan's
    lead over uniform can be told from the noise of one seed.
-4. ``summary``: rank correlations of each score with the final accuracies, the spread of the final
+4. ``noise`` (optional, needs only ``screen``): how much of the search's reward is the noise of its BN
+   re-estimate. Each kept plan's reward (points against the uniform plan, on the same images and the same
+   BN batches, as an episode scores it) on ``--bn-sets`` disjoint sets of training batches, for each BN
+   batch count in ``--bn-counts``; the spread over the sets is that noise, next to the reward's spread
+   over the plans (what the search has to tell apart). Also on more reward batches (``--eval-batches``).
+5. ``summary``: rank correlations of each score with the final accuracies, the spread of the final
    accuracies against the noise of training, and each plan's from-scratch difference to the uniform plan,
    paired over the seeds both trained with.
 
@@ -28,6 +33,7 @@ rest of the epoch budget. This bench measures both for the same plans, from the 
     python bench/reward_fidelity.py train   --out DIR --only 0,2,4,6
     python bench/reward_fidelity.py scratch --out DIR --only 1,3,5,7
     python bench/reward_fidelity.py scratch --out DIR --only 0,4 --seed 8
+    python bench/reward_fidelity.py noise   --out DIR [--bn-counts 2,8] [--bn-sets 4] [--eval-batches 6]
     python bench/reward_fidelity.py summary --out DIR
 
 Each stage reads what the one before wrote in OUT (the config is saved there by ``prefix``). Another budget
@@ -71,7 +77,7 @@ NARROW_RANGE = 1.25  # the near-uniform search of the t2-fmnist-resnet56-local e
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("stage", choices=("prefix", "screen", "train", "scratch", "summary"))
+    parser.add_argument("stage", choices=("prefix", "screen", "train", "scratch", "noise", "summary"))
     parser.add_argument("--out", type=Path, required=True, help="the bench's directory")
     parser.add_argument("--config", help="prefix: a run config (shipped name or path)")
     parser.add_argument("--seed", type=int, default=None,
@@ -83,11 +89,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", type=int, default=7, help="screen: plans kept for training besides uniform")
     parser.add_argument("--only", default="", help="train, scratch: plan indices, comma-separated (all)")
     parser.add_argument("--proxy-steps", default="25,100", help="train: fine-tune steps of the proxy scores")
+    parser.add_argument("--bn-counts", default="2,8", help="noise: BN re-estimate sizes, in training batches")
+    parser.add_argument("--bn-sets", type=int, default=4, help="noise: disjoint BN batch sets per size")
+    parser.add_argument("--eval-batches", type=int, default=6, help="noise: the larger reward sample")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     needs = {"screen": ("config.yaml", "prefix.safetensors"), "train": ("plans.json",),
-             "scratch": ("plans.json",), "summary": ("plans.json",)}
+             "scratch": ("plans.json",), "noise": ("plans.json",), "summary": ("plans.json",)}
     missing = [name for name in needs.get(args.stage, ()) if not (args.out / name).is_file()]
     if missing:  # a stage run before the one that writes its input
         print(f"error: {args.out / missing[0]} is missing: run the stages in order (--help)", file=sys.stderr)
@@ -119,6 +128,11 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
             train(_config(args.out), args.out, only, steps, args.threads)
         else:
             scratch(_config(args.out), args.out, only, args.threads, args.seed)
+    elif args.stage == "noise":
+        counts = [int(c) for c in args.bn_counts.split(",") if c.strip()]
+        if not counts or min(counts) < 1 or args.bn_sets < 2 or args.eval_batches < 1:
+            raise RlalError("noise needs --bn-counts >= 1, --bn-sets >= 2 and --eval-batches >= 1")
+        noise(_config(args.out), args.out, counts, args.bn_sets, args.eval_batches, args.threads)
     else:
         summary(args.out)
 
@@ -203,6 +217,53 @@ def screen(config: RunConfig, out: Path, draws: int, keep: int) -> None:
                                     "uniform_screen_acc": float(acc[0]), "plans": chosen})
     for c in chosen:
         print(json.dumps({k: v for k, v in c.items() if k != "keep"}), flush=True)
+
+
+def noise(config: RunConfig, out: Path, counts: list[int], sets: int, eval_batches: int,
+          threads: int) -> None:
+    """Each kept plan's reward against uniform on ``sets`` disjoint BN batch sets, per BN size in
+    ``counts``: on the search's reward batches and on ``eval_batches`` of them (one JSON line per size)."""
+    plans = [p for p in json.loads((out / "plans.json").read_text())["plans"] if p["index"] != 1]
+    runtime, data, structure = _loaded(config, out)
+    scores = channel_importance(structure, config.env.criterion)
+    uniform, others = plans[0], plans[1:]
+    if uniform["source"] != "uniform":
+        raise RlalError(f"{out / 'plans.json'} does not start with the uniform plan")
+    built = [Plan.from_keep_counts(structure, p["keep"]) for p in plans]
+    search_images = sum(len(y) for _, y in first_batches(data.reward, config.env.reward_batches))
+    batches = list(first_batches(data.reward, max(eval_batches, config.env.reward_batches or 1)))
+    for count in counts:
+        t0 = time.perf_counter()
+        # (plans, sets, images): the BN sets are the training loader's first count * sets batches, in turn
+        correct = score_plans(structure, built, batches, data.train, runtime, criterion=config.env.criterion,
+                              scores=scores, bn_batches=count, bn_sets=sets)
+        record: dict[str, Any] = {"bn_batches": count, "bn_sets": sets, "search_images": search_images,
+                                  "eval_images": int(correct.shape[2]),
+                                  "search": reward_noise(correct[:, :, :search_images]),
+                                  "eval": reward_noise(correct)}
+        record.update(plans=[p["source"] for p in others], seconds=round(time.perf_counter() - t0, 1),
+                      threads=threads, cpu=cpu_name(), torch=torch.__version__)
+        with open(out / "noise.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+        print(json.dumps(record), flush=True)
+
+
+def reward_noise(correct: np.ndarray) -> dict[str, Any]:
+    """From (plans, BN sets, images) correctness, plan 0 the uniform plan: each plan's reward (points
+    against uniform on the same BN set and images, as an episode scores it), its spread over the BN sets
+    (the noise of one episode's reward) and the spread of the mean rewards over the plans (what the search
+    has to tell apart through that noise)."""
+    acc = 100 * correct.mean(axis=2)  # (plans, sets)
+    reward = acc[1:] - acc[0]
+    over_sets = reward.std(axis=1, ddof=1)
+    return {
+        "uniform_acc_mean": round(float(acc[0].mean()), 2),
+        "uniform_acc_std_over_sets": round(float(acc[0].std(ddof=1)), 2),
+        "reward_mean": [round(float(v), 2) for v in reward.mean(axis=1)],
+        "reward_std_over_sets": [round(float(v), 2) for v in over_sets],
+        "mean_reward_std_over_sets": round(float(over_sets.mean()), 2),
+        "reward_std_over_plans": round(float(reward.mean(axis=1).std(ddof=1)), 2),
+    }
 
 
 def _with_range(config: RunConfig, action_range: float) -> RunConfig:

@@ -1,4 +1,5 @@
-"""bench/reward_fidelity.py's statistics: the rank correlation it reports and the plans it keeps."""
+"""bench/reward_fidelity.py's statistics: the rank correlation it reports, the plans it keeps and the noise of
+the reward over BN batch sets."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "reward_fidelity.py"
@@ -84,3 +86,25 @@ def test_screen_set_changes_only_the_budget_and_refuses_other_keys_or_a_screened
     with pytest.raises(RlalError, match=r"plans\.json exists"):
         rf._rebudget(tmp_path, ["env.target_macs=0.3"])
     assert load_config(tmp_path / "config.yaml").env.target_macs == 0.2
+
+
+def test_reward_noise_pairs_each_plan_with_uniform_on_the_same_bn_set():
+    # 3 plans (uniform first) x 2 BN sets x 4 images. Uniform scores 2/4 then 1/4; plan 1 always 1 image more
+    # than uniform on the same set (reward +25 on both: no noise), plan 2 3/4 on both sets (+25, then +50).
+    correct = np.array([
+        [[1, 1, 0, 0], [1, 0, 0, 0]],
+        [[1, 1, 1, 0], [1, 1, 0, 0]],
+        [[1, 1, 1, 0], [1, 1, 1, 0]],
+    ], dtype=np.float64)
+    noise = rf.reward_noise(correct)
+    assert noise["uniform_acc_mean"] == 37.5
+    assert noise["uniform_acc_std_over_sets"] == pytest.approx(round(25 / 2**0.5, 2))
+    assert noise["reward_mean"] == [25.0, 37.5]
+    assert noise["reward_std_over_sets"] == [0.0, pytest.approx(round(25 / 2**0.5, 2))]
+    assert noise["reward_std_over_plans"] == pytest.approx(round(12.5 / 2**0.5, 2))
+
+
+def test_the_noise_stage_refuses_a_single_bn_set_with_a_one_line_error(tmp_path, capsys):
+    (tmp_path / "plans.json").write_text("{}")
+    assert rf.main(["noise", "--out", str(tmp_path), "--bn-sets", "1"]) == 2
+    assert "--bn-sets >= 2" in capsys.readouterr().err
