@@ -231,7 +231,9 @@ def noise(config: RunConfig, out: Path, counts: list[int], sets: int, eval_batch
         raise RlalError(f"{out / 'plans.json'} does not start with the uniform plan")
     built = [Plan.from_keep_counts(structure, p["keep"]) for p in plans]
     search_images = sum(len(y) for _, y in first_batches(data.reward, config.env.reward_batches))
-    batches = list(first_batches(data.reward, max(eval_batches, config.env.reward_batches or 1)))
+    # the search's reward batches first, then more up to eval_batches (a search on the whole split: all of it)
+    wanted = None if config.env.reward_batches is None else max(eval_batches, config.env.reward_batches)
+    batches = list(first_batches(data.reward, wanted))
     for count in counts:
         t0 = time.perf_counter()
         # (plans, sets, images): the BN sets are the training loader's first count * sets batches, in turn
