@@ -39,7 +39,7 @@ class Runtime:
 
 def resolve_runtime(cfg: TrainConfig) -> Runtime:
     """Turn ``auto`` settings into concrete ones: bf16 on CUDA, fp32 on CPU; channels-last on both (on the
-    CPU it trained ResNets 1.2-1.4x faster, MobileNetV2 1.6-1.8x, docs/benchmarks.md). Under
+    CPU it trained ResNets 1.19-1.41x faster, MobileNetV2 1.55-1.81x, docs/benchmarks.md). Under
     ``torchrun`` this process joins the job first, and takes the GPU of its local rank (see
     :mod:`rlal.train.distributed`)."""
     dist, launched_on = from_env(cfg)
