@@ -221,18 +221,22 @@ class PruningEnv:
 
     def check_epoch_rewards(self, epoch: int) -> list[str]:
         """Warn (logger ``rlal.env``) when an episode of ``epoch`` has a NaN reward, or when every episode
-        of ``epoch`` (two or more) has the same reward: signs of a broken model or reward split, not of
-        learning. Returns the warnings. Budget-only environments (no scorer) are not checked."""
+        of ``epoch`` has the same reward though they cut two or more different plans: signs of a broken
+        model or reward split, not of learning (episodes that all cut one plan, as ``agent.kind: uniform``'s
+        do, score alike by design). Returns the warnings. Budget-only environments (no scorer) are not
+        checked."""
         self._checked_epochs.add(epoch)
         if self.scorer is None:
             return []
-        rewards = np.array([e.reward for e in self.history if e.epoch == epoch], dtype=np.float64)
+        episodes = [e for e in self.history if e.epoch == epoch]
+        rewards = np.array([e.reward for e in episodes], dtype=np.float64)
         warnings = []
         nan = int(np.isnan(rewards).sum())
         if nan:
             warnings.append(f"epoch {epoch}: {nan} of {len(rewards)} episode rewards are NaN")
         finite = rewards[~np.isnan(rewards)]
-        if len(finite) >= 2 and np.ptp(finite) == 0:
+        plans = {self.plan_of(e).keep for e, r in zip(episodes, rewards, strict=True) if not np.isnan(r)}
+        if len(plans) >= 2 and np.ptp(finite) == 0:
             warnings.append(
                 f"epoch {epoch}: the reward is constant ({finite[0]:.4f}) across all {len(finite)} "
                 f"episodes: the agent cannot tell sub-networks apart (diverged weights, or a reward "
