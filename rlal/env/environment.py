@@ -235,7 +235,7 @@ class PruningEnv:
         if nan:
             warnings.append(f"epoch {epoch}: {nan} of {len(rewards)} episode rewards are NaN")
         finite = rewards[~np.isnan(rewards)]
-        plans = {self.plan_of(e).keep for e, r in zip(episodes, rewards, strict=True) if not np.isnan(r)}
+        plans = {self.plan_of(e).keep for e in episodes if not np.isnan(e.reward)}
         if len(plans) >= 2 and np.ptp(finite) == 0:
             warnings.append(
                 f"epoch {epoch}: the reward is constant ({finite[0]:.4f}) across all {len(finite)} "
