@@ -225,6 +225,37 @@ def test_reward_of_a_briefly_trained_model_is_an_accuracy_in_unit_interval() -> 
     assert max(rewards) > 0.25
 
 
+class CountingLoader(ListLoader):
+    """A ListLoader that counts the passes over it (one per evaluated sub-network)."""
+
+    passes = 0
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        self.passes += 1
+        return super().__iter__()
+
+
+def test_a_plan_scored_again_in_the_same_epoch_is_answered_without_evaluating_it_again() -> None:
+    structure = resnet20()
+    reward = CountingLoader(random_batches(2, 8, seed=4).batches)
+    cfg = EnvConfig(target_macs=0.5, reward="accuracy")
+    env = PruningEnv(structure, cfg, SubnetScorer(structure, reward, CPU))
+    env.set_epoch(0)
+    plan = env.plan_of(random_episode(env, seed=0))
+    assert reward.passes == 1
+    first = env.score(plan)
+    assert env.score(plan) == first and reward.passes == 1  # the repeat is not evaluated
+    assert first == SubnetScorer(structure, ListLoader(reward.batches), CPU).score(plan)  # the same number
+    env.score(env.uniform_plan)
+    assert reward.passes == 2  # another plan is
+    with torch.no_grad():  # the weights change between epochs: the next epoch evaluates every plan anew
+        structure.model.fc.weight.neg_()
+    env.set_epoch(1)
+    again = env.score(plan)
+    assert reward.passes == 3
+    assert again == SubnetScorer(structure, ListLoader(reward.batches), CPU).score(plan)
+
+
 def test_scorer_errors_come_before_training() -> None:
     structure = resnet20()
     with pytest.raises(RlalError, match="reward split is empty"):

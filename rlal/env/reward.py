@@ -4,6 +4,9 @@ The sub-network is the dense training model under :class:`~rlal.structure.Channe
 its top-k channels by the importance criterion), which computes what :func:`rlal.structure.cut` would
 build, so the agent is scored on the network it would get. Importance is scored once per epoch
 (:meth:`SubnetScorer.set_epoch`): the weights change between epochs, not between the episodes of one.
+So a plan scored twice in one epoch (the uniform plan, which every epoch scores as the ``vs-uniform``
+baseline, or a plan an episode repeats) is answered from the epoch's record of plans already scored:
+scoring draws no random numbers, so skipping a repeat changes nothing but the time.
 
 Every episode is scored on the same images, never the test set: with ``reward_batches`` set, the first
 ``reward_batches`` batches of the reward split (a fair sample of every class: the split is held out in a
@@ -70,6 +73,8 @@ class SubnetScorer:
         self.seed = seed
         self.masks = ChannelMasks(structure)
         self.epoch = 0
+        self.scored: dict[tuple[int, ...], float] = {}
+        """This epoch's plans already scored (keep counts -> accuracy); emptied by :meth:`set_epoch`."""
         # Scored now, so a criterion the model cannot support ("bn_scale" without BN) fails before training.
         self.scores = channel_importance(structure, criterion, seed=seed)
 
@@ -85,12 +90,16 @@ class SubnetScorer:
         )  # fmt: skip
 
     def set_epoch(self, epoch: int) -> None:
-        """Rescore channel importance on the current weights (once per epoch)."""
+        """Rescore channel importance on the current weights (once per epoch, after they changed)."""
         self.epoch = epoch
         self.scores = channel_importance(self.structure, self.criterion, seed=self.seed)
+        self.scored.clear()
 
     def score(self, plan: Plan) -> float:
-        """Top-1 accuracy in [0, 1] of ``plan``'s sub-network on the reward batches (NaN if none)."""
+        """Top-1 accuracy in [0, 1] of ``plan``'s sub-network on the reward batches (NaN if none); a plan
+        already scored since the last :meth:`set_epoch` is not evaluated again."""
+        if plan.keep in self.scored:
+            return self.scored[plan.keep]
         model = self.structure.model
         with (
             preserved_modes(model),
@@ -98,7 +107,8 @@ class SubnetScorer:
             self._recalibrated(model),
         ):
             stats = evaluate(model, self.batches, self.runtime)
-        return stats.acc / 100.0
+        self.scored[plan.keep] = stats.acc / 100.0
+        return self.scored[plan.keep]
 
     def _recalibrated(self, model: nn.Module) -> contextlib.AbstractContextManager:
         if self.bn_recalibration_batches == 0 or self.train is None:
