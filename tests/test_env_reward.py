@@ -228,7 +228,9 @@ def test_reward_of_a_briefly_trained_model_is_an_accuracy_in_unit_interval() -> 
 class CountingLoader(ListLoader):
     """A ListLoader that counts the passes over it (one per evaluated sub-network)."""
 
-    passes = 0
+    def __init__(self, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        super().__init__(batches)
+        self.passes = 0
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         self.passes += 1
