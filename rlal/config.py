@@ -97,6 +97,9 @@ class OptimConfig:
     warmup_epochs: float = 0.0
     """Linear warm-up of the learning rate over this many epochs."""
     label_smoothing: float = 0.0
+    clip_grad_norm: float = 0.0
+    """Clip the gradients' total L2 norm to this value before every step (0 = off). Off by default: every
+    table so far ran without it; on T2 seed 4 it kept the align epoch from collapsing (docs/benchmarks.md)."""
 
 
 @dataclass
@@ -579,6 +582,7 @@ class RunConfig:
             (0 < self.optim.gamma <= 1, "optim.gamma must be in (0, 1]"),
             (all(0 < m < 1 for m in self.optim.milestones), "optim.milestones must be fractions in (0, 1)"),
             (self.optim.warmup_epochs >= 0, "optim.warmup_epochs must be >= 0"),
+            (self.optim.clip_grad_norm >= 0, "optim.clip_grad_norm must be >= 0 (0 = off)"),
             (0 <= self.optim.label_smoothing < 1, "optim.label_smoothing must be in [0, 1)"),
             (self.train.epochs >= 1, "train.epochs must be >= 1"),
             (self.train.eval_every >= 0, "train.eval_every must be >= 0"),

@@ -1,4 +1,5 @@
-"""The learning-rate schedule: warm-up, cosine to zero, multi-step decays at the milestones."""
+"""The learning-rate schedule: warm-up, cosine to zero, multi-step decays at the milestones; gradient
+clipping."""
 
 from __future__ import annotations
 
@@ -6,9 +7,13 @@ import itertools
 
 import pytest
 import torch
+from torch import nn
 
-from rlal.config import OptimConfig
+from rlal.config import OptimConfig, RunConfig
+from rlal.errors import RlalError
+from rlal.train.epoch import train_one_epoch
 from rlal.train.optim import build_optimizer, build_scheduler, lr_factor
+from rlal.train.runtime import Runtime
 
 
 def test_cosine_starts_at_one_and_ends_near_zero():
@@ -62,3 +67,33 @@ def test_a_scheduler_built_at_a_start_epoch_continues_the_full_schedule_from_the
     later = build_optimizer(torch.nn.Linear(2, 2), cfg)
     lrs = _lrs(later, build_scheduler(later, cfg, epochs=4, steps_per_epoch=5, start_epoch=2), 10)
     assert lrs == pytest.approx(expected[10:])
+
+
+def _one_step(clip: float) -> torch.Tensor:
+    """The parameter change of one plain-SGD step (lr 1, no momentum) of a linear layer on a batch whose
+    gradient is large."""
+    torch.manual_seed(0)
+    model = nn.Linear(4, 3)
+    before = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    batch = [(100 * torch.randn(8, 4), torch.randint(0, 3, (8,)))]
+    runtime = Runtime(device=torch.device("cpu"), amp_dtype=None, channels_last=False)
+    train_one_epoch(model, batch, opt, None, runtime, clip_grad_norm=clip)
+    after = torch.cat([p.detach().flatten() for p in model.parameters()])
+    return after - before
+
+
+def test_clip_grad_norm_bounds_every_step_and_zero_leaves_the_step_as_it_was():
+    free = _one_step(0.0)
+    clipped = _one_step(0.5)
+    assert free.norm() > 0.5  # the batch's gradient is larger than the clip
+    assert clipped.norm() == pytest.approx(0.5, rel=1e-4)
+    # same direction: clipping only rescales the step
+    assert torch.allclose(clipped, free * (0.5 / free.norm()), atol=1e-5)
+
+
+def test_a_negative_clip_grad_norm_is_refused_by_the_config():
+    config = RunConfig()
+    config.optim.clip_grad_norm = -1.0
+    with pytest.raises(RlalError, match=r"optim\.clip_grad_norm"):
+        config.validate()

@@ -347,6 +347,7 @@ def _train_phase(
         train.set_epoch(epoch)
         stats = train_one_epoch(
             model, train, optimizer, scheduler, runtime, label_smoothing=optim.label_smoothing,
+            clip_grad_norm=optim.clip_grad_norm,
             progress=config.train.progress, desc=f"{phase} {epoch}/{total}", step_model=step,
         )
         dist.sync_buffers(model)

@@ -77,7 +77,7 @@ def _fit_dense(config: RunConfig, out: Path, *, overwrite: bool, resume: bool) -
             train.set_epoch(epoch)
             stats = train_one_epoch(
                 model, train, optimizer, scheduler, runtime,
-                label_smoothing=config.optim.label_smoothing,
+                label_smoothing=config.optim.label_smoothing, clip_grad_norm=config.optim.clip_grad_norm,
                 progress=config.train.progress,
                 desc=f"dense {epoch}/{config.train.epochs}", step_model=step_model,
             )

@@ -50,12 +50,15 @@ def train_one_epoch(
     desc: str = "train",
     step_model: nn.Module | None = None,
     after_step: Callable[[nn.Module, float], None] | None = None,
+    clip_grad_norm: float = 0.0,
 ) -> EpochStats:
     """Train ``model`` for one pass over ``loader``; the schedule is stepped once per batch. ``step_model``
     runs the forward pass when given (``model`` wrapped for data-parallel training); the regulariser always
     reads ``model`` itself. ``after_step(model, lr)`` runs after every optimiser step with that step's
     learning rate; by default, the regulariser's own ``after_step`` if it has one (the alignment's proximal
-    step), so passing the alignment as ``regularizer`` is enough in either of its forms."""
+    step), so passing the alignment as ``regularizer`` is enough in either of its forms. ``clip_grad_norm``
+    > 0 scales the gradients down to that total L2 norm before each step (the whole step's gradient,
+    penalty included; under DDP after the all-reduce, so every rank clips alike)."""
     if after_step is None:
         after_step = getattr(regularizer, "after_step", None)
     model.train()
@@ -84,6 +87,8 @@ def train_one_epoch(
             reg_sum += reg.detach()
         optimizer.zero_grad(set_to_none=True)
         total_loss.backward()
+        if clip_grad_norm > 0:
+            nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
         optimizer.step()
         if after_step is not None:
             after_step(model, optimizer.param_groups[0]["lr"])

@@ -493,6 +493,7 @@ def _train_epoch(
     train.set_epoch(epoch)
     stats = train_one_epoch(
         model, train, optimizer, scheduler, runtime, label_smoothing=config.optim.label_smoothing,
+        clip_grad_norm=config.optim.clip_grad_norm,
         regularizer=regularizer, progress=config.train.progress,
         desc=f"{phase} {epoch}/{config.train.epochs}", step_model=step,
     )
