@@ -99,7 +99,8 @@ class OptimConfig:
     label_smoothing: float = 0.0
     clip_grad_norm: float = 0.0
     """Clip the gradients' total L2 norm to this value before every step (0 = off). Off by default: every
-    table so far ran without it; on T2 seed 4 it kept the align epoch from collapsing (docs/benchmarks.md)."""
+    table so far ran without it; in a replay of T2 seed 4's align epoch it kept that epoch from collapsing
+    (docs/benchmarks.md)."""
 
 
 @dataclass

@@ -57,8 +57,8 @@ def train_one_epoch(
     reads ``model`` itself. ``after_step(model, lr)`` runs after every optimiser step with that step's
     learning rate; by default, the regulariser's own ``after_step`` if it has one (the alignment's proximal
     step), so passing the alignment as ``regularizer`` is enough in either of its forms. ``clip_grad_norm``
-    > 0 scales the gradients down to that total L2 norm before each step (the whole step's gradient,
-    penalty included; under DDP after the all-reduce, so every rank clips alike)."""
+    > 0 scales the gradients down to that total L2 norm before each step (the whole step's gradient, with
+    the regulariser's when it is in the loss; under DDP after the all-reduce, so every rank clips alike)."""
     if after_step is None:
         after_step = getattr(regularizer, "after_step", None)
     model.train()
