@@ -69,27 +69,30 @@ def test_a_scheduler_built_at_a_start_epoch_continues_the_full_schedule_from_the
     assert lrs == pytest.approx(expected[10:])
 
 
-def _one_step(clip: float) -> torch.Tensor:
-    """The parameter change of one plain-SGD step (lr 1, no momentum) of a linear layer on a batch whose
-    gradient is large."""
+def _one_step(clip: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """One plain-SGD step (lr 1, no momentum) of a linear layer on a batch whose gradient is large, through
+    ``train_one_epoch``: the parameter change, and the step plain SGD takes there (minus the gradient)."""
     torch.manual_seed(0)
     model = nn.Linear(4, 3)
+    x, y = 100 * torch.randn(8, 4), torch.randint(0, 3, (8,))
+    grads = torch.autograd.grad(torch.nn.functional.cross_entropy(model(x), y), list(model.parameters()))
+    plain = -torch.cat([g.flatten() for g in grads])
     before = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
     opt = torch.optim.SGD(model.parameters(), lr=1.0)
-    batch = [(100 * torch.randn(8, 4), torch.randint(0, 3, (8,)))]
     runtime = Runtime(device=torch.device("cpu"), amp_dtype=None, channels_last=False)
-    train_one_epoch(model, batch, opt, None, runtime, clip_grad_norm=clip)
+    train_one_epoch(model, [(x, y)], opt, None, runtime, clip_grad_norm=clip)
     after = torch.cat([p.detach().flatten() for p in model.parameters()])
-    return after - before
+    return after - before, plain
 
 
-def test_clip_grad_norm_bounds_every_step_and_zero_leaves_the_step_as_it_was():
-    free = _one_step(0.0)
-    clipped = _one_step(0.5)
-    assert free.norm() > 0.5  # the batch's gradient is larger than the clip
+def test_clip_grad_norm_scales_a_large_step_down_to_the_norm_and_zero_leaves_it_unclipped():
+    free, plain = _one_step(0.0)
+    clipped, _ = _one_step(0.5)
+    assert plain.norm() > 0.5  # the batch's gradient is larger than the clip
+    assert torch.allclose(free, plain, atol=1e-5)  # 0 = off: the plain SGD step
     assert clipped.norm() == pytest.approx(0.5, rel=1e-4)
     # same direction: clipping only rescales the step
-    assert torch.allclose(clipped, free * (0.5 / free.norm()), atol=1e-5)
+    assert torch.allclose(clipped, plain * (0.5 / plain.norm()), atol=1e-5)
 
 
 def test_a_negative_clip_grad_norm_is_refused_by_the_config():
