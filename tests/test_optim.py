@@ -7,12 +7,15 @@ import itertools
 
 import pytest
 import torch
+from test_joint import joint_config
+from test_train import fmnist_dir, small_config  # noqa: F401  (fixture re-used)
 from torch import nn
 
 from rlal.config import OptimConfig, RunConfig
 from rlal.errors import RlalError
 from rlal.train.epoch import train_one_epoch
 from rlal.train.optim import build_optimizer, build_scheduler, lr_factor
+from rlal.train.run import fit
 from rlal.train.runtime import Runtime
 
 
@@ -100,3 +103,31 @@ def test_a_negative_clip_grad_norm_is_refused_by_the_config():
     config.optim.clip_grad_norm = -1.0
     with pytest.raises(RlalError, match=r"optim\.clip_grad_norm"):
         config.validate()
+
+
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize("method", ["dense", "uniform", "rlal"])
+def test_clip_grad_norm_in_the_config_clips_every_training_step_of_each_loop(
+    method, fmnist_dir, tmp_path, monkeypatch  # noqa: F811
+):
+    """The option travels from the config to the optimiser step in the dense, the baselines' and the joint
+    loop: every step of the run is clipped at the configured norm, and with 0 none is."""
+    norms: list[float] = []
+    clip = nn.utils.clip_grad_norm_
+
+    def spy(parameters, max_norm, *args, **kwargs):
+        norms.append(max_norm)
+        return clip(parameters, max_norm, *args, **kwargs)
+
+    monkeypatch.setattr(nn.utils, "clip_grad_norm_", spy)
+    tiny = ("data.train_subset=128", "train.epochs=4", "data.eval_batch_size=100")
+    if method == "rlal":  # warm-up, search, align, then the cut model
+        config = joint_config(fmnist_dir, *tiny, "search.search_epochs=1", "search.final_window=1")
+    else:
+        config = small_config(fmnist_dir, f"method={method}", "env.target_macs=0.5", *tiny)
+    steps = 4 * 2  # four epochs of 128 images in batches of 64
+    for value, expected in ((0.0, []), (3.5, [3.5] * steps)):
+        norms.clear()
+        config.optim.clip_grad_norm = value
+        fit(config, tmp_path / f"{method}-{value}")
+        assert norms == expected
