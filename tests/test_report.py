@@ -49,8 +49,16 @@ def training_record(epoch: int, phase: str, acc: float, test_acc: float | None) 
             "test_loss": None if test_acc is None else 0.9, "test_acc": test_acc}
 
 
-def make_joint_run(run_dir: Path, structure: Structure, *, cut: bool = True, widths: bool = True) -> Plan:
-    """A finished joint run's files, as fit_joint writes them; returns the final plan."""
+def make_joint_run(
+    run_dir: Path,
+    structure: Structure,
+    *,
+    cut: bool = True,
+    widths: bool = True,
+    align_loss: float | None = None,
+) -> Plan:
+    """A finished joint run's files, as fit_joint writes them (with one align epoch of training loss
+    ``align_loss`` after the search when given); returns the final plan."""
     epochs = WARMUP + SEARCH + FINE_TUNE
     config = load_config(None, [
         "method=rlal", "model.name=resnet20", "data.dataset=fashion-mnist", f"train.epochs={epochs}",
@@ -83,6 +91,8 @@ def make_joint_run(run_dir: Path, structure: Structure, *, cut: bool = True, wid
             "agent_qf1_loss": 0.01, "selected_plan": plan.to_dict(), "selected_macs": cost.of(plan)[0],
         })
     final = plans[-1]
+    if align_loss is not None:
+        metrics.write({**training_record(WARMUP + SEARCH, "align", 60.0, None), "train_loss": align_loss})
     at_cut = {"masked_test_acc": 61.5, "cut_test_acc": 61.5, "removed_kept_norm_ratio": 0.42}
     if cut:
         metrics.write({"phase": "cut", "epoch": WARMUP + SEARCH, **at_cut})
@@ -253,6 +263,17 @@ def test_dense_run_report_has_only_the_accuracy_figure(tmp_path: Path) -> None:
     assert "| MACs | 31,021,952 |" in text and "| test accuracy (%) | 83.95 |" in text
     for absent in ("## At the cut", "## Search", "## Per-layer widths", "missing"):
         assert absent not in text
+
+
+@pytest.mark.parametrize(("align_loss", "warned"), [(1.2, False), (1.7, False), (1.8, True)])
+def test_the_report_warns_when_the_align_epochs_training_loss_rose_past_a_quarter(
+    tmp_path: Path, align_loss: float, warned: bool
+) -> None:
+    make_joint_run(tmp_path, resnet20_structure(), align_loss=align_loss)  # the epoch before it: loss 1.40
+    text = write_report(tmp_path).read_text()
+    assert ("**Warning:** the training loss rose from 1.400" in text) is warned
+    if warned:
+        assert f"to {align_loss:.3f} in the align epochs" in text and "optim.clip_grad_norm" in text
 
 
 def test_values_the_run_lacks_are_written_as_missing(tmp_path: Path) -> None:

@@ -284,6 +284,30 @@ def _at_cut(files: RunFiles) -> list[str]:
         "The masked and the cut model are the same sub-network, so their accuracies must agree. The norm "
         "ratio (mean norm of the removed channels over that of the kept ones) shows how far alignment pulled "
         "the removed channels towards zero before they were cut.",
+        *_align_loss_rise(files),
+    ]
+
+
+ALIGN_LOSS_RISE = 1.25
+"""Flag align epochs whose training loss exceeds the last epoch before them by this factor. On the T2 track
+(docs/benchmarks.md) healthy runs stayed at or below 1.08; the one collapsed run reached 1.63."""
+
+
+def _align_loss_rise(files: RunFiles) -> list[str]:
+    """A warning when the training loss rose in the align epochs: the network lost its footing while its
+    removed channels were driven to zero, and the cut model starts from a damaged one."""
+    before = [r["train_loss"] for r in files.training
+              if r.get("phase") in ("warm-up", "search") and _is_number(r.get("train_loss"))]
+    align = [r["train_loss"] for r in files.training
+             if r.get("phase") == "align" and _is_number(r.get("train_loss"))]
+    if not before or not align or max(align) <= ALIGN_LOSS_RISE * before[-1]:
+        return []
+    return [
+        "",
+        f"**Warning:** the training loss rose from {before[-1]:.3f} in the last epoch before alignment to "
+        f"{max(align):.3f} in the align epochs: the network lost accuracy while its removed channels were "
+        "driven to zero. On the one run where this was seen (rlal's docs/benchmarks.md, T2), clipping the "
+        "gradient (`optim.clip_grad_norm=5`, about four times its usual norm there) kept it from happening.",
     ]
 
 
