@@ -13,6 +13,7 @@ from torch import nn
 
 from rlal.config import OptimConfig, RunConfig
 from rlal.errors import RlalError
+from rlal.report.metrics import read_metrics
 from rlal.train.epoch import train_one_epoch
 from rlal.train.optim import build_optimizer, build_scheduler, lr_factor
 from rlal.train.run import fit
@@ -83,7 +84,10 @@ def _one_step(clip: float) -> tuple[torch.Tensor, torch.Tensor]:
     before = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
     opt = torch.optim.SGD(model.parameters(), lr=1.0)
     runtime = Runtime(device=torch.device("cpu"), amp_dtype=None, channels_last=False)
-    train_one_epoch(model, [(x, y)], opt, None, runtime, clip_grad_norm=clip)
+    stats = train_one_epoch(model, [(x, y)], opt, None, runtime, clip_grad_norm=clip)
+    # the epoch records the gradient's norm before clipping, and whether it was clipped
+    assert stats.grad_norm_median == stats.grad_norm_max == pytest.approx(plain.norm().item(), rel=1e-5)
+    assert stats.clipped_steps == (None if clip == 0 else int(plain.norm() > clip))
     after = torch.cat([p.detach().flatten() for p in model.parameters()])
     return after - before, plain
 
@@ -111,13 +115,17 @@ def test_clip_grad_norm_in_the_config_clips_every_training_step_of_each_loop(
     method, fmnist_dir, tmp_path, monkeypatch  # noqa: F811
 ):
     """The option travels from the config to the optimiser step in the dense, the baselines' and the joint
-    loop: every step of the run is clipped at the configured norm, and with 0 none is."""
+    loop: every step of the run is clipped at the configured norm, and with 0 none is; each epoch records
+    the steps it clipped."""
     norms: list[float] = []
+    before: list[float] = []  # each step's total norm before clipping
     clip = nn.utils.clip_grad_norm_
 
     def spy(parameters, max_norm, *args, **kwargs):
         norms.append(max_norm)
-        return clip(parameters, max_norm, *args, **kwargs)
+        total = clip(parameters, max_norm, *args, **kwargs)
+        before.append(total.item())
+        return total
 
     monkeypatch.setattr(nn.utils, "clip_grad_norm_", spy)
     tiny = ("data.train_subset=128", "train.epochs=4", "data.eval_batch_size=100")
@@ -126,8 +134,18 @@ def test_clip_grad_norm_in_the_config_clips_every_training_step_of_each_loop(
     else:
         config = small_config(fmnist_dir, f"method={method}", "env.target_macs=0.5", *tiny)
     steps = 4 * 2  # four epochs of 128 images in batches of 64
-    for value, expected in ((0.0, []), (3.5, [3.5] * steps)):
+    for value, expected in ((0.0, []), (0.9, [0.9] * steps)):  # norms here: 0.7-1.1
         norms.clear()
+        before.clear()
         config.optim.clip_grad_norm = value
         fit(config, tmp_path / f"{method}-{value}")
         assert norms == expected
+        # each epoch's record counts the steps it clipped (none recorded when clipping is off)
+        records = read_metrics(tmp_path / f"{method}-{value}" / "metrics.jsonl")
+        records = [r for r in records if "train_loss" in r]
+        assert all(0 < r["grad_norm_median"] <= r["grad_norm_max"] for r in records)
+        if value == 0:
+            assert all("clipped_steps" not in r for r in records)
+        else:
+            assert max(r["grad_norm_max"] for r in records) == pytest.approx(max(before), rel=1e-5)
+            assert 0 < sum(r["clipped_steps"] for r in records) == sum(n > value for n in before) < steps

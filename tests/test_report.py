@@ -46,6 +46,7 @@ def resnet20_structure() -> Structure:
 def training_record(epoch: int, phase: str, acc: float, test_acc: float | None) -> dict:
     return {"epoch": epoch, "phase": phase, "lr": 0.05, "train_loss": 2.0 - acc / 100, "train_acc": acc,
             "train_images": 1024, "train_seconds": 2.0, "train_images_per_s": 512.0,
+            "grad_norm_median": 1.2, "grad_norm_max": 3.0,
             "test_loss": None if test_acc is None else 0.9, "test_acc": test_acc}
 
 
@@ -92,7 +93,8 @@ def make_joint_run(
         })
     final = plans[-1]
     if align_loss is not None:
-        metrics.write({**training_record(WARMUP + SEARCH, "align", 60.0, None), "train_loss": align_loss})
+        metrics.write({**training_record(WARMUP + SEARCH, "align", 60.0, None), "train_loss": align_loss,
+                       "grad_norm_median": 2.5, "grad_norm_max": 21.4})
     at_cut = {"masked_test_acc": 61.5, "cut_test_acc": 61.5, "removed_kept_norm_ratio": 0.42}
     if cut:
         metrics.write({"phase": "cut", "epoch": WARMUP + SEARCH, **at_cut})
@@ -274,6 +276,7 @@ def test_the_report_warns_when_the_align_epochs_training_loss_rose_past_a_quarte
     assert ("**Warning:** the training loss rose from 1.400" in text) is warned
     if warned:
         assert f"to {align_loss:.3f} in the align epochs" in text and "optim.clip_grad_norm" in text
+        assert "norm reached 21.4 in the align epochs against a median of 1.2 in the epoch before" in text
 
 
 def test_values_the_run_lacks_are_written_as_missing(tmp_path: Path) -> None:

@@ -296,18 +296,26 @@ ALIGN_LOSS_RISE = 1.25
 def _align_loss_rise(files: RunFiles) -> list[str]:
     """A warning when the training loss rose in the align epochs: the network lost its footing while its
     removed channels were driven to zero, and the cut model starts from a damaged one."""
-    before = [r["train_loss"] for r in files.training
+    before = [r for r in files.training
               if r.get("phase") in ("warm-up", "search") and _is_number(r.get("train_loss"))]
-    align = [r["train_loss"] for r in files.training
-             if r.get("phase") == "align" and _is_number(r.get("train_loss"))]
-    if not before or not align or max(align) <= ALIGN_LOSS_RISE * before[-1]:
+    align = [r for r in files.training if r.get("phase") == "align" and _is_number(r.get("train_loss"))]
+    if not before or not align:
         return []
+    last, worst = before[-1]["train_loss"], max(r["train_loss"] for r in align)
+    if worst <= ALIGN_LOSS_RISE * last:
+        return []
+    usual, spikes = before[-1].get("grad_norm_median"), [r.get("grad_norm_max") for r in align]
+    norms = ""
+    if _is_number(usual) and all(_is_number(v) for v in spikes):
+        norms = (f" The gradient's norm reached {max(spikes):.3g} in the align epochs against a median of "
+                 f"{usual:.3g} in the epoch before (`grad_norm_*` in metrics.jsonl).")
     return [
         "",
-        f"**Warning:** the training loss rose from {before[-1]:.3f} in the last epoch before alignment to "
-        f"{max(align):.3f} in the align epochs: the network lost accuracy while its removed channels were "
-        "driven to zero. On the one run where this was seen (rlal's docs/benchmarks.md, T2), clipping the "
-        "gradient (`optim.clip_grad_norm=5`, about four times its usual norm there) kept it from happening.",
+        f"**Warning:** the training loss rose from {last:.3f} in the last epoch before alignment to "
+        f"{worst:.3f} in the align epochs: the network lost accuracy while its removed channels were "
+        f"driven to zero.{norms} On the one run where this was seen (rlal's docs/benchmarks.md, T2), "
+        "clipping the gradient (`optim.clip_grad_norm=5`, about four times its median norm there) kept it "
+        "from happening.",
     ]
 
 

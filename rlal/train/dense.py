@@ -202,6 +202,9 @@ def epoch_record(
         "train_images": stats.images,
         "train_seconds": stats.seconds,
         "train_images_per_s": stats.images_per_s,
+        "grad_norm_median": stats.grad_norm_median,
+        "grad_norm_max": stats.grad_norm_max,
+        **({"clipped_steps": stats.clipped_steps} if stats.clipped_steps is not None else {}),
         "test_loss": test.loss if test else None,
         "test_acc": test.acc if test else None,
     }

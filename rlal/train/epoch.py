@@ -31,6 +31,13 @@ class EpochStats:
     seconds: float
     reg_loss: float = 0.0
     """Mean regulariser value per step (0 when there is none)."""
+    grad_norm_median: float | None = None
+    """Median over the epoch's steps of the gradient's total L2 norm before any clipping (None: not a
+    training epoch). Clipping at a few times this norm leaves the usual step alone and stops the spikes."""
+    grad_norm_max: float | None = None
+    """The largest of those norms."""
+    clipped_steps: int | None = None
+    """Steps whose gradient was scaled down to ``optim.clip_grad_norm`` (None when clipping is off)."""
 
     @property
     def images_per_s(self) -> float:
@@ -69,6 +76,7 @@ def train_one_epoch(
     reg_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     images = steps = 0
+    grad_norms: list[torch.Tensor] = []  # kept on the device, read once at the end
     _sync(device)
     start = time.perf_counter()
     total = len(loader) if isinstance(loader, Sized) else None
@@ -87,8 +95,12 @@ def train_one_epoch(
             reg_sum += reg.detach()
         optimizer.zero_grad(set_to_none=True)
         total_loss.backward()
+        # The total norm before clipping, for the epoch's record: it shows the spikes clipping is for.
         if clip_grad_norm > 0:
-            nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
+            norm = nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
+        else:
+            norm = nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
+        grad_norms.append(norm.detach())
         optimizer.step()
         if after_step is not None:
             after_step(model, optimizer.param_groups[0]["lr"])
@@ -114,12 +126,16 @@ def train_one_epoch(
         what = "loss" if not math.isfinite(mean_loss) else "regulariser"
         value = mean_loss if what == "loss" else reg_loss
         raise TrainingDiverged(f"training diverged: the {what} is {value} (try a lower optim.lr)")
+    norms = torch.stack(grad_norms).float().cpu()
     return EpochStats(
         loss=mean_loss,
         acc=100.0 * correct.item() / images,
         images=images,
         seconds=seconds,
         reg_loss=reg_loss,
+        grad_norm_median=norms.median().item(),
+        grad_norm_max=norms.max().item(),
+        clipped_steps=int((norms > clip_grad_norm).sum()) if clip_grad_norm > 0 else None,
     )
 
 
