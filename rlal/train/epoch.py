@@ -33,7 +33,7 @@ class EpochStats:
     """Mean regulariser value per step (0 when there is none)."""
     grad_norm_median: float | None = None
     """Median over the epoch's steps of the gradient's total L2 norm before any clipping (None: not a
-    training epoch). Clipping at a few times this norm leaves the usual step alone and stops the spikes."""
+    training epoch): the usual step's size, against which ``grad_norm_max`` shows a spike."""
     grad_norm_max: float | None = None
     """The largest of those norms."""
     clipped_steps: int | None = None
