@@ -19,17 +19,15 @@ import json
 import statistics
 import time
 
-import torch
+from step_setup import SHAPE, t2_steps
 
-from rlal.config import EnvConfig, OptimConfig, TrainConfig
+from rlal.config import EnvConfig, OptimConfig
 from rlal.env.budget import make_budget
 from rlal.machine import describe
-from rlal.models import create_model
 from rlal.structure import find_layers
 from rlal.train.align import AlignmentRegularizer
 from rlal.train.epoch import train_one_epoch
 from rlal.train.optim import build_optimizer
-from rlal.train.runtime import resolve_runtime, seed_everything
 
 FORMS = ("none", "subgradient", "proximal")
 
@@ -44,14 +42,9 @@ def main() -> int:
     parser.add_argument("--policy", default="internal", help="env.policy")
     args = parser.parse_args()
 
-    runtime = resolve_runtime(TrainConfig(device="cpu", threads=args.threads, progress=False))
-    seed_everything(0)
-    shape = (1, 28, 28)
-    dense = create_model("resnet56", num_classes=10, in_channels=1, input_size=28)
-    structure = find_layers(dense, shape, policy=args.policy)
+    runtime, dense, batches = t2_steps(args.threads, args.batch, args.steps)
+    structure = find_layers(dense, SHAPE, policy=args.policy)
     plan, _ = make_budget(structure, EnvConfig(target_macs=args.target, policy=args.policy)).uniform_plan()
-    batches = [(torch.randn(args.batch, *shape), torch.randint(0, 10, (args.batch,)))
-               for _ in range(args.steps)]
     optim_cfg = OptimConfig()
 
     runs = {}

@@ -18,15 +18,13 @@ import json
 import statistics
 import time
 
-import torch
+from step_setup import t2_steps
 from torch import nn
 
-from rlal.config import OptimConfig, TrainConfig
+from rlal.config import OptimConfig
 from rlal.machine import describe
-from rlal.models import create_model
 from rlal.train.epoch import train_one_epoch
 from rlal.train.optim import build_optimizer
-from rlal.train.runtime import resolve_runtime, seed_everything
 
 
 def main() -> int:
@@ -37,13 +35,8 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=128)
     args = parser.parse_args()
 
-    runtime = resolve_runtime(TrainConfig(device="cpu", threads=args.threads, progress=False))
-    seed_everything(0)
-    shape = (1, 28, 28)
-    model = create_model("resnet56", num_classes=10, in_channels=1, input_size=28)
+    runtime, model, batches = t2_steps(args.threads, args.batch, args.steps)
     optimizer = build_optimizer(model, OptimConfig())
-    batches = [(torch.randn(args.batch, *shape), torch.randint(0, 10, (args.batch,)))
-               for _ in range(args.steps)]
 
     def steps() -> float:
         start = time.perf_counter()
