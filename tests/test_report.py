@@ -59,12 +59,13 @@ def make_joint_run(
     align_loss: float | None = None,
 ) -> Plan:
     """A finished joint run's files, as fit_joint writes them (with one align epoch of training loss
-    ``align_loss`` after the search when given); returns the final plan."""
+    ``align_loss`` after the search when given, else none); returns the final plan."""
     epochs = WARMUP + SEARCH + FINE_TUNE
+    align_epochs = 0 if align_loss is None else 1
     config = load_config(None, [
         "method=rlal", "model.name=resnet20", "data.dataset=fashion-mnist", f"train.epochs={epochs}",
         f"search.warmup_epochs={WARMUP}", f"search.search_epochs={SEARCH}",
-        f"search.episodes_per_epoch={EPISODES}", "env.target_macs=0.5",
+        f"search.align_epochs={align_epochs}", f"search.episodes_per_epoch={EPISODES}", "env.target_macs=0.5",
     ])
     write_run_header(run_dir, config, {"device": "cpu fp32 contiguous", "data_source": "synthetic"})
     rng = np.random.default_rng(0)
@@ -92,13 +93,14 @@ def make_joint_run(
             "agent_qf1_loss": 0.01, "selected_plan": plan.to_dict(), "selected_macs": cost.of(plan)[0],
         })
     final = plans[-1]
+    cut_epoch = WARMUP + SEARCH + align_epochs  # the cut follows the last search or align epoch
     if align_loss is not None:
-        metrics.write({**training_record(WARMUP + SEARCH, "align", 60.0, None), "train_loss": align_loss,
+        metrics.write({**training_record(cut_epoch, "align", 60.0, None), "train_loss": align_loss,
                        "grad_norm_median": 2.5, "grad_norm_max": 21.4})
     at_cut = {"masked_test_acc": 61.5, "cut_test_acc": 61.5, "removed_kept_norm_ratio": 0.42}
     if cut:
-        metrics.write({"phase": "cut", "epoch": WARMUP + SEARCH, **at_cut})
-    for epoch in range(WARMUP + SEARCH + 1, epochs + 1):
+        metrics.write({"phase": "cut", "epoch": cut_epoch, **at_cut})
+    for epoch in range(cut_epoch + 1, epochs + 1):
         metrics.write(training_record(epoch, "fine-tune", 70.0 + epoch, 72.0 if epoch == epochs else None))
     write_json(run_dir / "episodes.json", episodes)
     if widths:
