@@ -57,6 +57,7 @@ def make_joint_run(
     cut: bool = True,
     widths: bool = True,
     align_loss: float | None = None,
+    clip: float = 0.0,
 ) -> Plan:
     """A finished joint run's files, as fit_joint writes them (with one align epoch of training loss
     ``align_loss`` after the search when given, else none); returns the final plan."""
@@ -66,6 +67,7 @@ def make_joint_run(
         "method=rlal", "model.name=resnet20", "data.dataset=fashion-mnist", f"train.epochs={epochs}",
         f"search.warmup_epochs={WARMUP}", f"search.search_epochs={SEARCH}",
         f"search.align_epochs={align_epochs}", f"search.episodes_per_epoch={EPISODES}", "env.target_macs=0.5",
+        f"optim.clip_grad_norm={clip}",
     ])
     write_run_header(run_dir, config, {"device": "cpu fp32 contiguous", "data_source": "synthetic"})
     rng = np.random.default_rng(0)
@@ -279,6 +281,15 @@ def test_the_report_warns_when_the_align_epochs_training_loss_rose_past_a_quarte
     if warned:
         assert f"to {align_loss:.3f} in the align epochs" in text and "optim.clip_grad_norm" in text
         assert "norm reached 21.4 in the align epochs against a median of 1.2 in the epoch before" in text
+        assert "clipping the gradient (`optim.clip_grad_norm=5`" in text and "already clipped" not in text
+
+
+def test_the_align_loss_warning_of_a_clipped_run_does_not_offer_clipping_as_the_cure(tmp_path: Path) -> None:
+    make_joint_run(tmp_path, resnet20_structure(), align_loss=1.8, clip=5.0)
+    text = write_report(tmp_path).read_text()
+    assert "the training loss rose from 1.400 in the last epoch before alignment to 1.800" in text
+    assert "The gradient was already clipped (`optim.clip_grad_norm=5`)." in text
+    assert "kept this from happening" not in text
 
 
 def test_values_the_run_lacks_are_written_as_missing(tmp_path: Path) -> None:
