@@ -39,6 +39,7 @@ METHODS: dict[str, tuple[str, ...]] = {
     "rlal-paper": ("method=rlal", "env.action_mode=wall", "env.reward=accuracy", "env.min_keep_ratio=0.1",
                    "agent.gamma=1", "search.final=best-recent", "search.align_epochs=0",
                    "search.align.step=subgradient"),
+    "rlal-residual-floor": ("method=rlal", "env.residual_floor=uniform"),
 }
 """Each benchmark row: the settings that turn the benchmark's config into that method."""
 
@@ -53,6 +54,7 @@ DESCRIPTIONS = {
     "no-align": "ablation: no alignment regulariser (λ = 0)",
     "rlal-paper": "the paper's literal form: absolute actions + wall, raw accuracy reward, best episode cut, "
                   "subgradient alignment",
+    "rlal-residual-floor": "the method, its residual widths never below uniform's (needs env.policy=all)",
 }
 
 
@@ -220,7 +222,7 @@ def write_results(
 PAIRS: tuple[tuple[str, str], ...] = (
     ("rlal", "uniform"), ("rlal", "random-search"), ("rlal", "dense"), ("uniform", "dense"),
     ("random-search", "uniform"), ("rlal-paper", "uniform"), ("no-align", "uniform"),
-    ("sac-no-dynamics", "uniform"),
+    ("sac-no-dynamics", "uniform"), ("rlal-residual-floor", "uniform"), ("rlal-residual-floor", "rlal"),
 )
 """The paired differences the table reports (when both methods have a run of a common seed)."""
 

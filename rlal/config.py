@@ -167,6 +167,10 @@ class EnvConfig:
     ``~/.cache/rlal/latency``); "" = no cache."""
     min_keep_ratio: float = 0.2
     """Smallest keep ratio of any layer: no plan can starve a layer below it."""
+    residual_floor: Literal["min", "uniform"] = "min"
+    """Smallest keep count of the layers tied by residual additions (``policy: all``): ``min`` = the
+    ``min_keep_ratio`` count, as every layer; ``uniform`` = the uniform plan's count, so a plan may widen a
+    residual stream but never narrow it below the uniform baseline's (the internal widths stay free)."""
     action_mode: Literal["relative", "wall"] = "relative"
     """How an episode's actions become a plan (see :mod:`rlal.env.budget`). ``relative``: each action tilts
     its layer away from the uniform allocation (by up to ``action_range`` either way) and one common scale,
@@ -231,6 +235,9 @@ class EnvConfig:
             (self.latency_grid >= 2, "latency_grid must be >= 2"),
             (self.latency_runs >= 1, "latency_runs must be >= 1"),
             (0 < self.min_keep_ratio <= 1, "min_keep_ratio must be in (0, 1]"),
+            (self.residual_floor in ("min", "uniform"), "residual_floor must be one of min, uniform"),
+            (self.residual_floor == "min" or self.policy == "all",
+             "residual_floor=uniform needs env.policy=all (under internal no residual layer is pruned)"),
             (self.action_mode in ("relative", "wall"), "action_mode must be one of relative, wall"),
             (self.action_range >= 1, "action_range must be >= 1"),
             (self.reward in ("vs-uniform", "accuracy"), "reward must be one of vs-uniform, accuracy"),

@@ -69,7 +69,7 @@ class Budget:
     def __init__(
         self, structure: Structure, target_macs: float | None, min_keep_ratio: float = 0.1, round_to: int = 1,
         *, latency: LatencyModel | None = None, target_latency: float | None = None,
-        target_latency_ms: float | None = None,
+        target_latency_ms: float | None = None, floor: np.ndarray | None = None,
     ) -> None:
         self.structure = structure
         self.cost = structure.cost
@@ -96,6 +96,9 @@ class Budget:
             allowed_counts(layer.channels, self.min_keep_ratio, self.round_to) for layer in structure.layers
         ]
         """Per layer, the keep counts an action can map to, ascending (int64)."""
+        if floor is not None:  # a per-layer floor above min_keep_ratio (env.residual_floor)
+            self.allowed = [counts[counts >= min(int(least), counts[-1])]
+                            for counts, least in zip(self.allowed, floor, strict=True)]
         self.min_keep = np.array([counts[0] for counts in self.allowed], dtype=np.int64)
         """Per layer, the count of action 0."""
         self.min_macs: int = int(self.cost.macs(self.min_keep))
@@ -286,8 +289,17 @@ def make_budget(
             threads=cfg.latency_threads or threads, grid=cfg.latency_grid, runs=cfg.latency_runs,
             cache_dir=cfg.latency_cache, stored=stored,
         )
+    budget = Budget(structure, cfg.target_macs, cfg.min_keep_ratio, cfg.round_to, latency=latency,
+                    target_latency=cfg.target_latency, target_latency_ms=cfg.target_latency_ms)
+    if cfg.residual_floor == "min":
+        return budget
+    # The shared residual widths never narrow below the uniform plan's: at 6% MACs on ResNet-56 the plans
+    # that did lost most to uniform (docs/benchmarks.md, eleventh session).
+    uniform = budget.uniform_plan()[0].array()
+    residual = np.array([layer.residual for layer in structure.layers])
     return Budget(structure, cfg.target_macs, cfg.min_keep_ratio, cfg.round_to, latency=latency,
-                  target_latency=cfg.target_latency, target_latency_ms=cfg.target_latency_ms)
+                  target_latency=cfg.target_latency, target_latency_ms=cfg.target_latency_ms,
+                  floor=np.where(residual, uniform, 0))
 
 
 def latency_check(budget: Budget, plan: Plan, small: nn.Module) -> dict[str, Any]:
