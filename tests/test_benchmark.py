@@ -78,3 +78,11 @@ def test_the_paper_row_aligns_with_the_papers_subgradient_while_the_method_row_u
     base = load_config(None, [])
     assert method_config(base, METHODS["rlal-paper"]).search.align.step == "subgradient"
     assert method_config(base, METHODS["rlal"]).search.align.step == base.search.align.step == "proximal"
+
+
+def test_the_residual_floor_row_floors_the_residual_widths_and_needs_them_pruned():
+    base = load_config(None, ["env.policy=all"])
+    assert method_config(base, METHODS["rlal-residual-floor"]).env.residual_floor == "uniform"
+    assert method_config(base, METHODS["rlal"]).env.residual_floor == "min"
+    with pytest.raises(RlalError, match=r"residual_floor=uniform needs env\.policy=all"):
+        method_config(load_config(None, []), METHODS["rlal-residual-floor"])

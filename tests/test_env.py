@@ -192,6 +192,36 @@ def test_relative_actions_at_one_half_propose_the_uniform_plan(name: str) -> Non
     np.testing.assert_array_equal(episode.actions, np.full(env.num_layers, 0.5, dtype=np.float32))
 
 
+@pytest.mark.parametrize("mode", ["relative", "wall"])
+def test_a_residual_floor_keeps_every_residual_width_at_or_above_the_uniform_plans(mode: str) -> None:
+    structure = zoo_structure("resnet56", policy="all")
+    settings = {"target_macs": 0.06, "min_keep_ratio": 0.1, "policy": "all", "action_mode": mode}
+    free = PruningEnv(structure, EnvConfig(**settings))
+    floored = PruningEnv(structure, EnvConfig(**settings, residual_floor="uniform"))
+    residual = np.array([layer.residual for layer in structure.layers])
+    uniform = floored.uniform_plan.array()
+    assert residual.sum() == 3 and floored.uniform_plan.keep == free.uniform_plan.keep
+    rng = np.random.default_rng(0)
+    free_narrowed = floored_internal_below = 0
+    for _ in range(60):
+        actions = rng.random(len(structure))
+        free_keep = free.plan_of(run(free, lambda t, a=actions: float(a[t]))).array()
+        episode = run(floored, lambda t, a=actions: float(a[t]))
+        keep = floored.plan_of(episode).array()
+        assert episode.macs <= floored.budget.target_macs
+        assert np.all(keep[residual] >= uniform[residual])
+        free_narrowed += bool(np.any(free_keep[residual] < uniform[residual]))
+        floored_internal_below += bool(np.any(keep[~residual] < uniform[~residual]))
+    assert free_narrowed > 10  # without the floor the same actions narrow a residual stream
+    assert floored_internal_below == 60  # the internal widths stay free below uniform's
+
+
+def test_a_residual_floor_without_pruned_residual_layers_is_a_one_line_error() -> None:
+    with pytest.raises(RlalError, match=r"^env\.residual_floor=uniform needs env\.policy=all"):
+        EnvConfig(residual_floor="uniform").validate()
+    assert EnvConfig(residual_floor="uniform", policy="all").validate().residual_floor == "uniform"
+
+
 def test_relative_actions_tilt_layers_in_the_direction_asked() -> None:
     structure = zoo_structure("resnet56")
     env = PruningEnv(structure, EnvConfig(target_macs=0.5))
@@ -305,6 +335,7 @@ def test_episode_protocol_misuse_and_records() -> None:
         ("min_keep_ratio", 1.5),
         ("round_to", 0),
         ("policy", "some"),
+        ("residual_floor", "max"),
         ("criterion", "l3"),
         ("reward_batches", 0),
         ("bn_recalibration_batches", -1),
