@@ -333,7 +333,9 @@ class AgentConfig:
     """For ``uniform``: a fixed keep ratio for every layer, or None to draw one ratio per episode and act
     deterministically with the best ratio of the latest epoch (a one-scalar search)."""
     seed: int = 0
-    """Seed of the initial weights (the context model's too), of the action noise and of replay sampling."""
+    """Added to the run's ``seed`` to seed the agent's initial weights (the context model's too), its action
+    noise and its replay sampling, so runs of different seeds search differently. (Before 2026-12-02 the agent
+    took this value alone, 0 by default: every seed of a table searched with the same agent randomness.)"""
     context: ContextConfig = field(default_factory=ContextConfig)
 
     @property

@@ -114,6 +114,28 @@ def test_same_seed_gives_the_same_joint_run_on_cpu(fmnist_dir, tmp_path):  # noq
     assert a.plan == b.plan and a.test_acc == b.test_acc
 
 
+def test_runs_of_different_seeds_search_with_different_agent_randomness(fmnist_dir, tmp_path):  # noqa: F811
+    keeps, agent_seeds = {}, {}
+    for seed in (0, 1):
+        config = joint_config(fmnist_dir, "agent.kind=random", f"seed={seed}", "search.search_epochs=1",
+                              "train.epochs=4", "search.final_window=1")
+        fit_joint(config, tmp_path / f"seed-{seed}")
+        episodes = json.loads((tmp_path / f"seed-{seed}" / "episodes.json").read_text())
+        keeps[seed] = [episode["keep"] for episode in episodes]
+        agent_seeds[seed] = json.loads((tmp_path / f"seed-{seed}" / "run.json").read_text())["agent_seed"]
+    # the random agent's plans depend on its draws alone: one agent seed for every run seed gave equal plans
+    assert len(keeps[0]) == len(keeps[1]) == 4 and keeps[0] != keeps[1]
+    assert agent_seeds == {0: 0, 1: 1}
+
+
+def test_the_agent_seed_is_the_run_seed_plus_the_configured_offset() -> None:
+    from rlal.config import load_config
+    from rlal.train.joint import run_agent
+
+    assert run_agent(load_config(None, ["seed=3"])).seed == 3
+    assert run_agent(load_config(None, ["seed=3", "agent.seed=100"])).seed == 103
+
+
 def test_an_infeasible_target_fails_before_training_with_the_feasible_range(fmnist_dir, tmp_path, capsys):  # noqa: F811
     with pytest.raises(RlalError, match="feasible"):
         fit_joint(joint_config(fmnist_dir, "env.target_macs=0.001"), tmp_path / "run")

@@ -105,9 +105,9 @@ def train_and_prune(
     latency_table = shared_latency_table(structure, config.env, runtime, own_table)
     env = make_env(structure, config.env, data, runtime, seed=config.seed, latency_table=latency_table)
     s = config.search
-    agent_cfg = capped_warmup(config.agent, s)
+    agent_cfg = capped_warmup(run_agent(config), s)
     agent = make_agent(agent_cfg, env.state_dim, env.num_layers)
-    context = make_context(config.agent, env.num_layers)
+    context = make_context(agent_cfg, env.num_layers)
     align = AlignmentRegularizer(structure, lam=0.0, proximal=s.align.step == "proximal",
                                  momentum=config.optim.momentum)
     optimizer = build_optimizer(model, config.optim)
@@ -119,7 +119,7 @@ def train_and_prune(
     # Rank 0 opens the run directory and reads the checkpoint; the other ranks receive it from rank 0.
     run_dir, metrics, checkpoint = dist.on_main(lambda: open_run(
         out, config, {"device": runtime.describe(), "data_source": data.source,
-                      "agent_warmup_episodes": agent_cfg.warmup_episodes},
+                      "agent_warmup_episodes": agent_cfg.warmup_episodes, "agent_seed": agent_cfg.seed},
         overwrite=overwrite, resume=resume,
     ))
     if not dist.is_main:
@@ -262,6 +262,12 @@ def train_and_prune(
     })  # fmt: skip
     write_report(run_dir)
     return result
+
+
+def run_agent(config: RunConfig) -> AgentConfig:
+    """The run's agent settings with the agent seeded by the run's ``seed`` plus ``agent.seed``: runs of
+    different seeds draw different exploration, networks and replay samples, as their weights differ."""
+    return dataclasses.replace(config.agent, seed=config.seed + config.agent.seed)
 
 
 def capped_warmup(cfg: AgentConfig, search: SearchConfig) -> AgentConfig:
