@@ -48,6 +48,10 @@ def test_joint_run_meets_the_target_and_the_cut_equals_the_masked_model(fmnist_d
     assert sources[0] == "uniform" and choice["chosen"] in sources
     chosen = next(c for c in choice["candidates"] if c["source"] == choice["chosen"])
     assert chosen["plan"] == result.plan.to_dict()
+    assert len(set(sources)) == len(sources)  # unique names, though rewards on a few batches tie often
+    episodes = json.loads((tmp_path / "run" / "episodes.json").read_text())
+    named = [c for c in choice["candidates"] if c["source"].startswith("episode ")]
+    assert named and all(episodes[int(c["source"].split()[1])]["keep"] == c["plan"] for c in named)
     align = next(r for r in records if r["phase"] == "align")
     at_cut = next(r for r in records if r["phase"] == "cut")
     assert abs(at_cut["masked_test_acc"] - at_cut["cut_test_acc"]) <= 0.1

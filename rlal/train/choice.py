@@ -38,7 +38,9 @@ class Candidate:
 
     plan: Plan
     source: str
-    """``uniform``, ``greedy`` (the agent's deterministic plan) or ``episode e<epoch> r<search reward>``."""
+    """``uniform``, ``greedy`` (the agent's deterministic plan) or ``episode <i> (e<epoch> r<search
+    reward>)``, ``i`` its index in the run's ``episodes.json`` (unique: two episodes can tie on epoch and
+    reward)."""
     accuracy: float
     """Mean accuracy (%) on the reward split over the BN sets."""
     diff: float

@@ -433,13 +433,16 @@ def rescore_final(
             plans.append(greedy)
             sources.append("greedy")
     added = 0
+    # Named by its place in episodes.json: rewards on a few batches tie often, so epoch and reward do not
+    # tell two episodes apart.
+    number = {id(e): i for i, e in enumerate(env.history)}
     for e in sorted(recent, key=lambda e: e.reward, reverse=True):  # the best distinct recent plans
         plan = env.plan_of(e)
         if added == cfg.final_candidates:
             break
         if all(plan.keep != p.keep for p in plans):
             plans.append(plan)
-            sources.append(f"episode e{e.epoch} r{e.reward:+.4f}")
+            sources.append(f"episode {number[id(e)]} (e{e.epoch} r{e.reward:+.4f})")
             added += 1
     correct = score_plans(
         env.structure, plans, data.reward, data.train, runtime, criterion=config.env.criterion, scores=scores,
