@@ -58,6 +58,7 @@ def make_joint_run(
     widths: bool = True,
     align_loss: float | None = None,
     clip: float = 0.0,
+    env: tuple[str, ...] = (),
 ) -> Plan:
     """A finished joint run's files, as fit_joint writes them (with one align epoch of training loss
     ``align_loss`` after the search when given, else none); returns the final plan."""
@@ -67,7 +68,7 @@ def make_joint_run(
         "method=rlal", "model.name=resnet20", "data.dataset=fashion-mnist", f"train.epochs={epochs}",
         f"search.warmup_epochs={WARMUP}", f"search.search_epochs={SEARCH}",
         f"search.align_epochs={align_epochs}", f"search.episodes_per_epoch={EPISODES}", "env.target_macs=0.5",
-        f"optim.clip_grad_norm={clip}",
+        f"optim.clip_grad_norm={clip}", *env,
     ])
     write_run_header(run_dir, config, {"device": "cpu fp32 contiguous", "data_source": "synthetic"})
     rng = np.random.default_rng(0)
@@ -290,6 +291,17 @@ def test_the_align_loss_warning_of_a_clipped_run_does_not_offer_clipping_as_the_
     assert "the training loss rose from 1.400 in the last epoch before alignment to 1.800" in text
     assert "The gradient was already clipped (`optim.clip_grad_norm=5`)." in text
     assert "kept this from happening" not in text
+    assert "residual_floor" not in text  # under policy internal no residual width is pruned
+
+
+@pytest.mark.parametrize(("floor", "offered"), [("min", True), ("uniform", False)])
+def test_the_align_loss_warning_offers_the_residual_floor_only_where_residual_widths_are_free(
+    tmp_path: Path, floor: str, offered: bool
+) -> None:
+    make_joint_run(tmp_path, resnet20_structure(), align_loss=1.8, clip=5.0,
+                   env=("env.policy=all", f"env.residual_floor={floor}"))
+    text = write_report(tmp_path).read_text()
+    assert ("`env.residual_floor=uniform` keeps them at or above it" in text) is offered
 
 
 def test_values_the_run_lacks_are_written_as_missing(tmp_path: Path) -> None:

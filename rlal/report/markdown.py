@@ -315,6 +315,10 @@ def _align_loss_rise(files: RunFiles) -> list[str]:
         advice = (f" The gradient was already clipped (`optim.clip_grad_norm={clip:g}`). At 6% MACs on T2 "
                   "(rlal's docs/benchmarks.md) the largest such rises came with plans that narrowed the "
                   "shared residual widths below the uniform plan's.")
+        env = files.config.get("env", {})
+        if env.get("policy") == "all" and env.get("residual_floor", "min") != "uniform":
+            advice += (" `env.residual_floor=uniform` keeps them at or above it (there it removed the "
+                       "largest rises, not the gap to uniform).")
     else:
         advice = (" On T2 (rlal's docs/benchmarks.md) clipping the gradient (`optim.clip_grad_norm=5`, about "
                   "four times its median norm there) kept this from happening.")
