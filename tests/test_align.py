@@ -66,7 +66,8 @@ def loop_penalty(structure: Structure, kept: dict[str, torch.Tensor]) -> float:
     return total
 
 
-CASES = [("resnet20", "internal"), ("resnet20", "all"), ("mobilenetv2-cifar", "internal")]
+CASES = [("resnet20", "internal"), ("resnet20", "all"), ("mobilenetv2-cifar", "internal"),
+         ("mobilenetv2-cifar", "all")]
 
 
 @pytest.mark.parametrize(("name", "policy"), CASES)
