@@ -8,6 +8,7 @@ directory before the first step. Library code receives the sub-config it needs, 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -469,6 +470,12 @@ class SearchConfig:
     """Epochs after the final choice in which the weights are aligned to the frozen final plan (the
     regulariser steered to ``align.target_ratio``) before exactly those channels are cut; 0 = cut at once."""
     align: AlignConfig = field(default_factory=AlignConfig)
+    subnet_weight: float = 0.0
+    """Beyond the paper (0 = off, the paper's method): each training step of the warm-up and search epochs
+    also trains one on-budget sub-network drawn at random around the uniform allocation, on the same batch,
+    its loss weighted by this (see :mod:`rlal.train.subnet`). At aggressive budgets it keeps the masked
+    sub-networks the agent scores above chance; it costs about one more forward and backward pass per step
+    of those epochs. Single-process only."""
 
     @property
     def cut_epoch(self) -> int:
@@ -487,6 +494,8 @@ class SearchConfig:
             (self.final_bn_sets >= 1, "search.final_bn_sets must be >= 1"),
             (self.final_margin >= 0, "search.final_margin must be >= 0"),
             (self.align_epochs >= 0, "search.align_epochs must be >= 0"),
+            (math.isfinite(self.subnet_weight) and self.subnet_weight >= 0,
+             f"search.subnet_weight must be a number >= 0 (got {self.subnet_weight})"),
             (total_epochs is None or self.cut_epoch < total_epochs,
              "search.warmup_epochs + search.search_epochs + search.align_epochs must be < train.epochs "
              f"({total_epochs}) to leave epochs for the cut model"),

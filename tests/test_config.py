@@ -67,6 +67,8 @@ def test_list_values_parse_from_yaml_text():
         ("optim.milestones=[0.5, 2]", "optim.milestones must be fractions in (0, 1)"),
         ("train.epochs", "is not of the form key=value"),
         ("data=3", "unknown config key 'data'"),
+        ("search.subnet_weight=-0.5", "search.subnet_weight must be a number >= 0"),
+        ("search.subnet_weight=.nan", "search.subnet_weight must be a number"),
     ],
 )
 def test_bad_overrides_raise_an_error_naming_the_key(override, message):

@@ -20,6 +20,10 @@ Regularizer = Callable[[nn.Module], torch.Tensor]
 with an ``after_step(model, lr)`` method has it run after every optimiser step too (the alignment's
 proximal form acts there, not through the loss)."""
 
+ExtraLoss = Callable[[nn.Module, torch.Tensor, torch.Tensor, float], torch.Tensor]
+"""A second loss on each step's batch, ``extra_loss(model, x, y, label_smoothing)``: the joint method's
+sub-network training (:mod:`rlal.train.subnet`) plugs in here."""
+
 
 @dataclass(frozen=True)
 class EpochStats:
@@ -31,6 +35,8 @@ class EpochStats:
     seconds: float
     reg_loss: float = 0.0
     """Mean regulariser value per step (0 when there is none)."""
+    extra_loss: float | None = None
+    """Mean value per step of the extra loss (None when there is none)."""
     grad_norm_median: float | None = None
     """Median over the epoch's steps of the gradient's total L2 norm before any clipping (None: not a
     training epoch): the usual step's size, against which ``grad_norm_max`` shows a spike."""
@@ -58,6 +64,7 @@ def train_one_epoch(
     step_model: nn.Module | None = None,
     after_step: Callable[[nn.Module, float], None] | None = None,
     clip_grad_norm: float = 0.0,
+    extra_loss: ExtraLoss | None = None,
 ) -> EpochStats:
     """Train ``model`` for one pass over ``loader``; the schedule is stepped once per batch. ``step_model``
     runs the forward pass when given (``model`` wrapped for data-parallel training); the regulariser always
@@ -65,7 +72,8 @@ def train_one_epoch(
     learning rate; by default, the regulariser's own ``after_step`` if it has one (the alignment's proximal
     step), so passing the alignment as ``regularizer`` is enough in either of its forms. ``clip_grad_norm``
     > 0 scales the gradients down to that total L2 norm before each step (the whole step's gradient, with
-    the regulariser's when it is in the loss; under DDP after the all-reduce, so every rank clips alike)."""
+    the regulariser's when it is in the loss; under DDP after the all-reduce, so every rank clips alike).
+    ``extra_loss`` is added to each step's loss (it runs on ``model``, not the DDP wrapper)."""
     if after_step is None:
         after_step = getattr(regularizer, "after_step", None)
     model.train()
@@ -74,6 +82,7 @@ def train_one_epoch(
     device = runtime.device
     loss_sum = torch.zeros((), device=device)
     reg_sum = torch.zeros((), device=device)
+    extra_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     images = steps = 0
     grad_norms: list[torch.Tensor] = []  # kept on the device, read once at the end
@@ -93,6 +102,11 @@ def train_one_epoch(
             reg = regularizer(model)
             total_loss = loss + reg
             reg_sum += reg.detach()
+        if extra_loss is not None:
+            with runtime.autocast():
+                extra = extra_loss(model, x, y, label_smoothing)
+            total_loss = total_loss + extra
+            extra_sum += extra.detach()
         optimizer.zero_grad(set_to_none=True)
         total_loss.backward()
         # The total norm before clipping, for the epoch's record: it shows the spikes clipping is for.
@@ -122,10 +136,10 @@ def train_one_epoch(
         raise RlalError("the training split is empty: no batch to train on (check data.train_subset)")
     mean_loss = loss_sum.item() / images
     reg_loss = reg_sum.item() / steps
-    if not (math.isfinite(mean_loss) and math.isfinite(reg_loss)):
-        what = "loss" if not math.isfinite(mean_loss) else "regulariser"
-        value = mean_loss if what == "loss" else reg_loss
-        raise TrainingDiverged(f"training diverged: the {what} is {value} (try a lower optim.lr)")
+    extra_mean = extra_sum.item() / steps if extra_loss is not None else None
+    for what, value in (("loss", mean_loss), ("regulariser", reg_loss), ("extra loss", extra_mean)):
+        if value is not None and not math.isfinite(value):
+            raise TrainingDiverged(f"training diverged: the {what} is {value} (try a lower optim.lr)")
     norms = torch.stack(grad_norms).float().cpu()
     return EpochStats(
         loss=mean_loss,
@@ -133,6 +147,7 @@ def train_one_epoch(
         images=images,
         seconds=seconds,
         reg_loss=reg_loss,
+        extra_loss=extra_mean,
         grad_norm_median=norms.median().item(),
         grad_norm_max=norms.max().item(),
         clipped_steps=int((norms > clip_grad_norm).sum()) if clip_grad_norm > 0 else None,

@@ -50,6 +50,7 @@ from rlal.config import RunConfig, SearchConfig
 from rlal.data import Data, Loader
 from rlal.env import PruningEnv, latency_check, make_env, shared_latency_table
 from rlal.env.reward import first_batches, recalibrated_bn
+from rlal.errors import RlalError
 from rlal.report.markdown import write_report
 from rlal.report.metrics import MetricsWriter
 from rlal.report.widths import write_widths
@@ -72,6 +73,7 @@ from rlal.train.epoch import EpochStats, evaluate, train_one_epoch
 from rlal.train.optim import build_optimizer, build_scheduler
 from rlal.train.result import PrunedResult
 from rlal.train.runtime import Runtime
+from rlal.train.subnet import SubnetTraining
 
 
 def fit_joint(config: RunConfig, out: Path, *, overwrite: bool = False, resume: bool = False) -> PrunedResult:
@@ -110,6 +112,11 @@ def train_and_prune(
     context = make_context(agent_cfg, env.num_layers)
     align = AlignmentRegularizer(structure, lam=0.0, proximal=s.align.step == "proximal",
                                  momentum=config.optim.momentum)
+    subnets = None  # beyond the paper: sub-networks trained beside the dense model until the choice
+    if s.subnet_weight > 0:
+        if dist.enabled:
+            raise RlalError("search.subnet_weight > 0 runs in a single process only, not under torchrun")
+        subnets = SubnetTraining(env, s.subnet_weight, config.env.criterion, seed=config.seed)
     optimizer = build_optimizer(model, config.optim)
     scheduler = build_scheduler(optimizer, config.optim, config.train.epochs, len(train))
     last_search = s.warmup_epochs + s.search_epochs
@@ -153,8 +160,8 @@ def train_and_prune(
             guard.epoch = epoch
             if epoch <= s.warmup_epochs:
                 stats, synced = _train_epoch(model, step, train, optimizer, scheduler, runtime, config, epoch,
-                                             "warm-up", None)
-                _log(metrics, config, epoch, "warm-up", stats, None, optimizer, synced)
+                                             "warm-up", None, subnets)
+                _log(metrics, config, epoch, "warm-up", stats, None, optimizer, synced, _subnet_record(stats))
 
             elif epoch <= last_search:
                 t = epoch - s.warmup_epochs - 1  # indexes the epoch context z_t
@@ -170,7 +177,7 @@ def train_and_prune(
                 align.set_plan(plan, criterion=config.env.criterion, scores=_scores(env))
                 align.lam = lambda_at(t, s.align)
                 stats, synced = _train_epoch(model, step, train, optimizer, scheduler, runtime, config, epoch,
-                                             "search", align)
+                                             "search", align, subnets)
                 _log(metrics, config, epoch, "search", stats, None, optimizer, synced, {
                     "align_lambda": align.lam,
                     "align_loss": stats.reg_loss,
@@ -183,6 +190,7 @@ def train_and_prune(
                     **{f"agent_{k}": v for k, v in agent_losses.items()},
                     "selected_plan": plan.to_dict(),
                     "selected_macs": int(structure.cost.of(plan)[0]),
+                    **_subnet_record(stats),
                 })
                 if epoch == last_search:  # freeze the architecture; alignment to it follows
                     scores = channel_importance(structure, config.env.criterion)  # the latest weights
@@ -496,18 +504,27 @@ def _best(episodes: list[Episode]) -> Episode:
 def _train_epoch(
     model: nn.Module, step: nn.Module, train: Loader, optimizer: torch.optim.Optimizer, scheduler: Any,
     runtime: Runtime, config: RunConfig, epoch: int, phase: str, regularizer: AlignmentRegularizer | None,
+    subnets: SubnetTraining | None = None,
 ) -> tuple[EpochStats, list[str]]:
-    """One epoch on this rank's ``train`` loader (``step`` runs the forward: ``model`` or its DDP wrapper);
-    the job's figures, and every rank's weight digest once the ranks are synchronised ([] alone)."""
+    """One epoch on this rank's ``train`` loader (``step`` runs the forward: ``model`` or its DDP wrapper),
+    with ``subnets``' loss added to every step when given; the job's figures, and every rank's weight
+    digest once the ranks are synchronised ([] alone)."""
     train.set_epoch(epoch)
+    if subnets is not None:
+        subnets.start_epoch(epoch)
     stats = train_one_epoch(
         model, train, optimizer, scheduler, runtime, label_smoothing=config.optim.label_smoothing,
         clip_grad_norm=config.optim.clip_grad_norm,
         regularizer=regularizer, progress=config.train.progress,
-        desc=f"{phase} {epoch}/{config.train.epochs}", step_model=step,
+        desc=f"{phase} {epoch}/{config.train.epochs}", step_model=step, extra_loss=subnets,
     )
     runtime.dist.sync_buffers(model)
     return runtime.dist.reduce_stats(stats), runtime.dist.check_in_sync(model)
+
+
+def _subnet_record(stats: EpochStats) -> dict[str, Any]:
+    """The epoch's mean sub-network loss (weighted), when sub-networks trained."""
+    return {} if stats.extra_loss is None else {"subnet_loss": stats.extra_loss}
 
 
 def _log(
