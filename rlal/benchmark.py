@@ -40,6 +40,7 @@ METHODS: dict[str, tuple[str, ...]] = {
                    "agent.gamma=1", "search.final=best-recent", "search.align_epochs=0",
                    "search.align.step=subgradient"),
     "rlal-residual-floor": ("method=rlal", "env.residual_floor=uniform"),
+    "rlal-subnet": ("method=rlal", "search.subnet_weight=1"),
 }
 """Each benchmark row: the settings that turn the benchmark's config into that method."""
 
@@ -55,6 +56,7 @@ DESCRIPTIONS = {
     "rlal-paper": "the paper's literal form: absolute actions + wall, raw accuracy reward, best episode cut, "
                   "subgradient alignment",
     "rlal-residual-floor": "the method, its residual widths never below uniform's (needs env.policy=all)",
+    "rlal-subnet": "the method with a drawn sub-network trained beside the dense model until the choice",
 }
 
 

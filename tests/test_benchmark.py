@@ -86,3 +86,9 @@ def test_the_residual_floor_row_floors_the_residual_widths_and_needs_them_pruned
     assert method_config(base, METHODS["rlal"]).env.residual_floor == "min"
     with pytest.raises(RlalError, match=r"residual_floor=uniform needs env\.policy=all"):
         method_config(load_config(None, []), METHODS["rlal-residual-floor"])
+
+
+def test_the_subnet_row_trains_sub_networks_and_the_method_row_does_not():
+    base = load_config(None, [])
+    assert method_config(base, METHODS["rlal-subnet"]).search.subnet_weight == 1.0
+    assert method_config(base, METHODS["rlal"]).search.subnet_weight == base.search.subnet_weight == 0.0
