@@ -15,10 +15,12 @@ from torch import nn
 import rlal.train.joint
 from rlal.config import EnvConfig
 from rlal.env import PruningEnv
-from rlal.errors import RunInterrupted
+from rlal.errors import RlalError, RunInterrupted
 from rlal.report.metrics import read_metrics
 from rlal.structure import find_layers
-from rlal.train.joint import fit_joint
+from rlal.train.distributed import Dist
+from rlal.train.joint import fit_joint, train_and_prune
+from rlal.train.runtime import Runtime
 from rlal.train.subnet import SubnetTraining, frozen_bn_statistics
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -126,3 +128,12 @@ def test_a_joint_run_with_sub_networks_stopped_in_the_warm_up_resumes_to_the_sam
     assert resumed.plan == result.plan and resumed.test_acc == result.test_acc
     records = read_metrics(tmp_path / "run" / "metrics.jsonl")
     assert untimed(records) == untimed(read_metrics(out / "metrics.jsonl"))
+
+
+def test_sub_network_training_under_torchrun_is_refused_in_one_line_before_the_run_directory(
+    fmnist_dir, tmp_path  # noqa: F811
+):
+    runtime = Runtime(torch.device("cpu"), None, False, Dist(rank=0, world_size=2))
+    with pytest.raises(RlalError, match=r"^search\.subnet_weight > 0 runs in a single process only"):
+        train_and_prune(subnet_config(fmnist_dir), runtime, None, None, None, tmp_path / "run")
+    assert not (tmp_path / "run").exists()

@@ -97,6 +97,8 @@ def train_and_prune(
     instance then has to be rebuilt by the user)."""
     start = time.perf_counter() if start is None else start
     dist = runtime.dist
+    if config.search.subnet_weight > 0 and dist.enabled:  # its extra forward pass bypasses DDP's wrapper
+        raise RlalError("search.subnet_weight > 0 runs in a single process only, not under torchrun")
     check_same_config(dist, config)
     train = shard(data.train, dist)  # this rank's part of every epoch; scoring reads all of data.train
     structure = find_layers(model, input_shape(data), policy=config.env.policy)
@@ -112,11 +114,9 @@ def train_and_prune(
     context = make_context(agent_cfg, env.num_layers)
     align = AlignmentRegularizer(structure, lam=0.0, proximal=s.align.step == "proximal",
                                  momentum=config.optim.momentum)
-    subnets = None  # beyond the paper: sub-networks trained beside the dense model until the choice
-    if s.subnet_weight > 0:
-        if dist.enabled:
-            raise RlalError("search.subnet_weight > 0 runs in a single process only, not under torchrun")
-        subnets = SubnetTraining(env, s.subnet_weight, config.env.criterion, seed=config.seed)
+    # beyond the paper: sub-networks trained beside the dense model until the choice
+    subnets = SubnetTraining(env, s.subnet_weight, config.env.criterion, seed=config.seed) \
+        if s.subnet_weight > 0 else None
     optimizer = build_optimizer(model, config.optim)
     scheduler = build_scheduler(optimizer, config.optim, config.train.epochs, len(train))
     last_search = s.warmup_epochs + s.search_epochs
