@@ -13,6 +13,9 @@
     cut:       remove exactly the channels alignment pushed down
     fine-tune: train the small model for the rest of the dense model's epoch budget
 
+Beyond the paper, ``search.subnet_weight`` > 0 adds to every warm-up and search step the loss of one drawn
+on-budget sub-network (:mod:`rlal.train.subnet`), so the sub-networks the agent scores keep working.
+
 Every epoch ends with a checkpoint of the whole run state (:mod:`rlal.checkpoint`); ``resume=True``
 continues from it, and on the CPU a resumed run ends exactly where an uninterrupted one would.
 
