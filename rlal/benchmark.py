@@ -7,6 +7,8 @@ Each (method, seed) is an ordinary run directory under ``RUNS/<name>/<method>/se
 starts again. So seeds and methods can be added later without rerunning the rest. The table
 (``docs/results/<name>.md``) holds only figures read from those ``result.json`` files; each row links to a
 copy of its runs' resolved configs (``docs/results/<name>/``), which ``rlal train --config`` reproduces.
+Runs that the table's records (``<name>.json``) hold but this machine's runs directory does not (a session
+whose machine is gone) are carried over as recorded, so that a table grows across machines.
 """
 
 from __future__ import annotations
@@ -66,11 +68,14 @@ class RunRecord:
 
     method: str
     seed: int
-    run_dir: Path
+    run_dir: Path | None
+    """None for a run carried over from the table's records, its folder not on this machine."""
     result: dict[str, Any]
     seconds: float
     """Wall-clock of the method, including the dense run a three-stage baseline pruned."""
     epochs: int
+    choice: str | None = None
+    """Where a joint run's final plan came from (None for runs without a cut)."""
 
 
 def parse_methods(text: str) -> list[str]:
@@ -151,8 +156,38 @@ def collect(name: str, runs_dir: Path) -> list[RunRecord]:
                 dense = json.loads((Path(result["dense_run"]) / "result.json").read_text())
                 seconds += float(dense["seconds"])
             seed = int(run_dir.name[5:])
-            records.append(RunRecord(method, seed, run_dir, result, seconds, int(result["epochs"])))
+            choice = final_choice(run_dir) if "at_cut_cut_test_acc" in result else None
+            records.append(RunRecord(method, seed, run_dir, result, seconds, int(result["epochs"]), choice))
     return records
+
+
+def carried_over(path: Path, present: Sequence[RunRecord]) -> list[RunRecord]:
+    """The runs that the table's records at ``path`` hold and ``present`` lacks, rebuilt from the records.
+
+    Run folders do not outlive the machine that made them, while the records are committed: without this
+    a table re-written on a new machine would lose every run of the earlier ones.
+    """
+    if not path.exists():
+        return []
+    have = {(r.method, r.seed) for r in present}
+    carried = []
+    try:
+        for saved in json.loads(path.read_text()):
+            method, seed = str(saved["method"]), int(saved["seed"])
+            if method not in METHODS:
+                raise ValueError(f"unknown method {method!r}")
+            if (method, seed) in have:
+                continue  # the run folder on this machine is the source
+            result = {key: saved[key] for key in ("test_acc", "macs", "params", "plan")}
+            if saved.get("dense_macs") is not None:
+                result["dense_macs"] = saved["dense_macs"]
+            result |= {f"at_cut_{key}": value for key, value in (saved.get("cut") or {}).items()}
+            seconds, epochs = float(saved["seconds"]), int(saved["epochs"])
+            carried.append(RunRecord(method, seed, None, result, seconds, epochs, saved.get("final_choice")))
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise RlalError(f"{path} is not a table's records ({error}); move it away to write the table "
+                        "afresh") from None
+    return carried
 
 
 def write_results(
@@ -160,18 +195,21 @@ def write_results(
 ) -> Path:
     """Write ``results_dir/<name>.md`` (the table), ``<name>.png`` (accuracy against MACs) and
     ``results_dir/<name>/`` (the runs' configs)."""
-    records = collect(name, runs_dir)
-    if not records:
+    present = collect(name, runs_dir)
+    if not present:
         raise RlalError(f"no finished run under {runs_dir / name}: nothing to tabulate")
+    carried = carried_over(results_dir / f"{name}.json", present)
+    order = list(METHODS)
+    records = sorted([*present, *carried], key=lambda r: (order.index(r.method), r.seed))
     methods = list(dict.fromkeys(r.method for r in records))
     seeds = sorted({r.seed for r in records})
     config_dir = results_dir / name
     config_dir.mkdir(parents=True, exist_ok=True)
-    for r in records:
+    for r in present:
         shutil.copyfile(r.run_dir / "config.yaml", config_dir / f"{r.method}-seed{r.seed}.yaml")
     plot = _plot(records, results_dir / f"{name}.png")
-    first = records[0].result
-    device = json.loads((records[0].run_dir / "run.json").read_text()).get("device", "missing")
+    first = present[0].result
+    device = json.loads((present[0].run_dir / "run.json").read_text()).get("device", "missing")
     lines = [
         f"# Quality benchmark: {name}",
         "",
@@ -189,6 +227,8 @@ def write_results(
         "their epochs and wall-clock include that dense run.",
         "- Test accuracy is mean ± standard deviation over the seeds listed (a single seed has no ±).",
         *([f"- {note}"] if note else []),
+        *([f"- Carried over as recorded from this table's earlier `{name}.json` (run folders not on this "
+           f"machine; they may come from another one): {_runs(carried)}."] if carried else []),
         "",
         "| method | what it is | seeds | test acc. (%) | MACs | params | MACs reduction | epochs | "
         "wall-clock | configs |",
@@ -265,7 +305,7 @@ def _cut_lines(records: Sequence[RunRecord]) -> list[str]:
         rows.append(
             f"| `{r.method}` | {r.seed} | {_f(res.get('at_cut_removed_kept_norm_ratio'), 3)} | {_f(dense)} | "
             f"{_f(res.get('at_cut_masked_test_acc'))} | {_f(res.get('at_cut_cut_test_acc'))} | {_f(recal)} | "
-            f"{lost} | {final_choice(r.run_dir)} |"
+            f"{lost} | {r.choice or 'missing'} |"
         )
     if not rows:
         return []
@@ -296,9 +336,18 @@ def run_record(r: RunRecord) -> dict[str, Any]:
         "dense_macs": res.get("dense_macs"), "params": res["params"], "epochs": r.epochs,
         "seconds": r.seconds,
         "cut": {k.removeprefix("at_cut_"): v for k, v in res.items() if k.startswith("at_cut_")} or None,
-        "final_choice": final_choice(r.run_dir) if "at_cut_cut_test_acc" in res else None,
+        "final_choice": r.choice,
         "plan": res.get("plan"),
     }  # fmt: skip
+
+
+def _runs(records: Sequence[RunRecord]) -> str:
+    """``uniform seeds 0,1; rlal seed 0``."""
+    by_method: dict[str, list[int]] = {}
+    for r in records:
+        by_method.setdefault(r.method, []).append(r.seed)
+    return "; ".join(f"{m} seed{'s' if len(s) > 1 else ''} {','.join(map(str, s))}"
+                     for m, s in by_method.items())
 
 
 def _f(value: Any, digits: int = 2) -> str:

@@ -9,7 +9,14 @@ import pytest
 from test_resume import joint_overrides
 from test_train import fmnist_dir  # noqa: F401  (fixture re-used)
 
-from rlal.benchmark import METHODS, method_config, parse_methods, parse_seeds, run_quality_bench
+from rlal.benchmark import (
+    METHODS,
+    method_config,
+    parse_methods,
+    parse_seeds,
+    run_quality_bench,
+    write_results,
+)
 from rlal.config import load_config
 from rlal.errors import RlalError
 
@@ -92,3 +99,57 @@ def test_the_subnet_row_trains_sub_networks_and_the_method_row_does_not():
     base = load_config(None, [])
     assert method_config(base, METHODS["rlal-subnet"]).search.subnet_weight == 1.0
     assert method_config(base, METHODS["rlal"]).search.subnet_weight == base.search.subnet_weight == 0.0
+
+
+def _finished_run(run_dir, test_acc, cut=None):
+    """A run folder as a finished run leaves it, with only what the table reads."""
+    run_dir.mkdir(parents=True)
+    result = {"test_acc": test_acc, "macs": 500, "dense_macs": 1000, "params": 40, "plan": None,
+              "seconds": 10.0, "epochs": 5, "model": "resnet20", "dataset": "fashion-mnist",
+              "test_images": 100}
+    if cut is not None:
+        result |= {f"at_cut_{key}": value for key, value in cut.items()}
+        choice = {"phase": "final-choice", "chosen": "uniform"}
+        (run_dir / "metrics.jsonl").write_text(json.dumps(choice) + "\n")
+    (run_dir / "result.json").write_text(json.dumps(result))
+    (run_dir / "config.yaml").write_text("method: rlal\n")
+    (run_dir / "run.json").write_text(json.dumps({"device": "cpu"}))
+
+
+def test_a_table_rewritten_on_a_new_machine_keeps_the_runs_its_records_hold(tmp_path):
+    config = tmp_path / "track.yaml"
+    config.write_text("method: rlal\n")
+    base = load_config(config, [])
+    cut = {"dense_test_acc": 80.0, "masked_test_acc": 79.0, "cut_test_acc": 79.0,
+           "removed_kept_norm_ratio": 0.01, "cut_test_acc_bn_recalibrated": 79.5}
+    old_runs, new_runs, results = tmp_path / "old", tmp_path / "new", tmp_path / "results"
+    _finished_run(old_runs / "t" / "uniform" / "seed-0", 88.0)
+    _finished_run(old_runs / "t" / "rlal" / "seed-0", 89.0, cut)
+    _finished_run(old_runs / "t" / "rlal" / "seed-1", 70.0, cut)
+    write_results("t", config, base, old_runs, results)
+
+    # the first machine is gone; the second holds uniform seed 1 and a re-run of rlal seed 1
+    _finished_run(new_runs / "t" / "uniform" / "seed-1", 87.5)
+    _finished_run(new_runs / "t" / "rlal" / "seed-1", 88.0, cut)
+    text = write_results("t", config, base, new_runs, results).read_text()
+
+    records = {(r["method"], r["seed"]): r for r in json.loads((results / "t.json").read_text())}
+    assert sorted(records) == [("rlal", 0), ("rlal", 1), ("uniform", 0), ("uniform", 1)]
+    assert records[("rlal", 1)]["test_acc"] == 88.0  # this machine's run folder wins over the record
+    assert records[("rlal", 0)]["cut"] == cut and records[("rlal", 0)]["final_choice"] == "uniform"
+    assert "| `rlal` − `uniform` | 0,1 | +0.75 ± 0.35 | +1.00, +0.50 |" in text
+    assert "earlier `t.json`" in text and "uniform seed 0; rlal seed 0." in text
+    assert "| `rlal` | 0 | 0.010 | 80.00 | 79.00 | 79.00 | 79.50 | +1.00 | uniform |" in text
+
+
+def test_records_that_are_not_a_tables_are_a_one_line_error_and_stay_as_they_were(tmp_path):
+    config = tmp_path / "track.yaml"
+    config.write_text("method: rlal\n")
+    _finished_run(tmp_path / "runs" / "t" / "uniform" / "seed-0", 88.0)
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "t.json").write_text('[{"method": "prune-it", "seed": 0}]')
+    with pytest.raises(RlalError, match=r"t\.json is not a table's records \(unknown method 'prune-it'\)"):
+        write_results("t", config, load_config(config, []), tmp_path / "runs", results)
+    assert (results / "t.json").read_text() == '[{"method": "prune-it", "seed": 0}]'
+    assert not (results / "t.md").exists()
