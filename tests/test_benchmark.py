@@ -127,6 +127,7 @@ def test_a_table_rewritten_on_a_new_machine_keeps_the_runs_its_records_hold(tmp_
     _finished_run(old_runs / "t" / "rlal" / "seed-0", 89.0, cut)
     _finished_run(old_runs / "t" / "rlal" / "seed-1", 70.0, cut)
     write_results("t", config, base, old_runs, results)
+    first = {(r["method"], r["seed"]): r for r in json.loads((results / "t.json").read_text())}
 
     # the first machine is gone; the second holds uniform seed 1 and a re-run of rlal seed 1
     _finished_run(new_runs / "t" / "uniform" / "seed-1", 87.5)
@@ -136,6 +137,7 @@ def test_a_table_rewritten_on_a_new_machine_keeps_the_runs_its_records_hold(tmp_
     records = {(r["method"], r["seed"]): r for r in json.loads((results / "t.json").read_text())}
     assert sorted(records) == [("rlal", 0), ("rlal", 1), ("uniform", 0), ("uniform", 1)]
     assert records[("rlal", 1)]["test_acc"] == 88.0  # this machine's run folder wins over the record
+    assert records[("rlal", 0)] == first[("rlal", 0)] and records[("uniform", 0)] == first[("uniform", 0)]
     assert records[("rlal", 0)]["cut"] == cut and records[("rlal", 0)]["final_choice"] == "uniform"
     assert "| `rlal` − `uniform` | 0,1 | +0.75 ± 0.35 | +1.00, +0.50 |" in text
     assert "earlier `t.json`" in text and "uniform seed 0; rlal seed 0." in text
