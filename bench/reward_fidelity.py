@@ -15,15 +15,21 @@ rest of the epoch budget. This bench measures both for the same plans, from the 
    (``--proxy-steps``, at the schedule's learning rate, BN statistics from those steps), a candidate
    reward that tracks trainability; then the cut model trains for the rest of the epochs (the joint
    method's fine-tune schedule) and is scored on the reward split and the test set.
-   ``scratch`` (optional, needs only ``screen``): each kept plan's architecture trained from scratch for all
-   the epochs, as the ``uniform`` baseline trains: the architecture's own quality, with no weights inherited
-   from the search. ``--seed`` trains it again from another initialisation and data order, so that a plan's
-   lead over uniform can be told from the noise of one seed.
+   ``scratch`` (optional, needs only ``screen`` or ``given``): each kept plan's architecture trained from
+   scratch for all the epochs, as the ``uniform`` baseline trains: the architecture's own quality, with no
+   weights inherited from the search. ``--seed`` trains it again from another initialisation and data
+   order, so that a plan's lead over uniform can be told from the noise of one seed.
 4. ``noise`` (optional, needs only ``screen``): how much of the search's reward is the noise of its BN
    re-estimate. Each kept plan's reward (points against the uniform plan, on the same images and the same
    BN batches, as an episode scores it) on ``--bn-sets`` disjoint sets of training batches, for each BN
    batch count in ``--bn-counts``; the spread over the sets is that noise, next to the reward's spread
    over the plans (what the search has to tell apart). Also on more reward batches (``--eval-batches``).
+``given`` (instead of ``prefix`` and ``screen``, for ``scratch`` only): plans chosen, not drawn: the
+   uniform plan (twice, as above), allocations tilted by what a channel costs (``--tilts``: layer ``l``'s
+   preference is uniform's ratio times ``(m_l / m)^-alpha``, ``m_l`` the MACs one more channel of ``l``
+   adds at the uniform plan and ``m`` their geometric mean, scaled onto the budget as the search's relative
+   actions are; alpha > 0 widens the layers where channels are cheap), and every distinct plan the methods
+   of a quality table chose (``--records``). Does any allocation train better than uniform from scratch?
 5. ``summary``: rank correlations of each score with the final accuracies, the spread of the final
    accuracies against the noise of training, and each plan's from-scratch difference to the uniform plan,
    paired over the seeds both trained with.
@@ -34,6 +40,8 @@ rest of the epoch budget. This bench measures both for the same plans, from the 
     python bench/reward_fidelity.py scratch --out DIR --only 1,3,5,7
     python bench/reward_fidelity.py scratch --out DIR --only 0,4 --seed 8
     python bench/reward_fidelity.py noise   --out DIR [--bn-counts 2,8] [--bn-sets 4] [--eval-batches 6]
+    python bench/reward_fidelity.py given   --config bench-t2-fmnist-mobilenetv2.yaml --out DIR \
+        --set env.target_macs=0.1 --tilts 0.5,1,-0.5 --records docs/results/t2-fmnist-mobilenetv2-10pct.json
     python bench/reward_fidelity.py summary --out DIR
 
 Each stage reads what the one before wrote in OUT (the config is saved there by ``prefix``). Another budget
@@ -77,16 +85,21 @@ NARROW_RANGE = 1.25  # the near-uniform search of the t2-fmnist-resnet56-local e
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("stage", choices=("prefix", "screen", "train", "scratch", "noise", "summary"))
+    parser.add_argument("stage", choices=("prefix", "given", "screen", "train", "scratch", "noise",
+                                                     "summary"))
     parser.add_argument("--out", type=Path, required=True, help="the bench's directory")
-    parser.add_argument("--config", help="prefix: a run config (shipped name or path)")
+    parser.add_argument("--config", help="prefix, given: a run config (shipped name or path)")
     parser.add_argument("--seed", type=int, default=None,
                         help="prefix: the run's seed, 7 if not given (report none of these); "
                              "scratch: train with this seed instead of the run's")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="prefix: overrides; screen: env.* overrides (another budget on the same prefix)")
+                        help="prefix, given: overrides; screen: env.* overrides (another budget on the same "
+                             "prefix)")
     parser.add_argument("--screen", type=int, default=24, help="screen: random plans drawn and scored")
     parser.add_argument("--keep", type=int, default=7, help="screen: plans kept for training besides uniform")
+    parser.add_argument("--tilts", default="", help="given: cost tilts alpha, comma-separated")
+    parser.add_argument("--records", type=Path, default=None,
+                        help="given: a quality table's records (<name>.json); the plans its methods chose")
     parser.add_argument("--only", default="", help="train, scratch: plan indices, comma-separated (all)")
     parser.add_argument("--proxy-steps", default="25,100", help="train: fine-tune steps of the proxy scores")
     parser.add_argument("--bn-counts", default="2,8", help="noise: BN re-estimate sizes, in training batches")
@@ -111,12 +124,16 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
-    if args.stage == "prefix":
+    if args.stage in ("prefix", "given"):
         if args.config is None:
-            parser.error("prefix needs --config")
+            parser.error(f"{args.stage} needs --config")
         overrides = [f"seed={7 if args.seed is None else args.seed}", "method=rlal", *args.set]
         config = load_config(resolve_config_path(args.config), overrides)
-        prefix(config, args.out)
+        if args.stage == "prefix":
+            prefix(config, args.out)
+        else:
+            tilts = [float(a) for a in args.tilts.split(",") if a.strip()]
+            given(config, args.out, tilts, args.records)
     elif args.stage == "screen":
         if args.set:
             _rebudget(args.out, args.set)
@@ -172,6 +189,54 @@ def prefix(config: RunConfig, out: Path) -> None:
                                 label_smoothing=config.optim.label_smoothing)
         print(json.dumps({"stage": "prefix", "epoch": epoch, "train_loss": round(stats.loss, 4)}), flush=True)
     save_weights(model, out / "prefix.safetensors")
+
+
+def given(config: RunConfig, out: Path, tilts: list[float], records: Path | None) -> None:
+    """Write the chosen plans (uniform twice, the cost tilts, a table's choices) for the scratch stage."""
+    if (out / "plans.json").exists():
+        raise RlalError(f"{out / 'plans.json'} exists: give the plans into a new directory")
+    _, data, model = setup(config)
+    structure = find_layers(model, input_shape(data), policy=config.env.policy)
+    env = PruningEnv(structure, config.env)  # budget only
+    uniform = env.uniform_plan
+    chosen = [{"index": 0, "source": "uniform", "screen_reward": 0.0, "keep": uniform.to_dict()},
+              {"index": 1, "source": "uniform (second data order)", "screen_reward": 0.0,
+               "keep": uniform.to_dict(), "data_seed_offset": 1000}]
+    seen = {tuple(uniform.array())}
+
+    def add(source: str, plan: Plan) -> None:
+        if tuple(plan.array()) in seen:
+            return
+        seen.add(tuple(plan.array()))
+        macs, params = structure.cost.of(plan)
+        chosen.append({"index": len(chosen), "source": source, "screen_reward": None,
+                       "keep": plan.to_dict(), "macs": macs, "params": params})
+
+    marginal = marginal_macs(structure, uniform.array())
+    for alpha in tilts:
+        preference = env.uniform_ratio * (marginal / np.exp(np.log(marginal).mean())) ** -alpha
+        add(f"cost tilt {alpha:g}", env.plan_of(env.budget.on_budget(preference)))
+    for r in json.loads(records.read_text()) if records is not None else []:
+        if r.get("plan") and r["method"] != "uniform":
+            add(f"{r['method']} seed {r['seed']}", Plan.from_keep_counts(structure, r["plan"]))
+    save_config(config, out / "config.yaml")
+    write_json(out / "plans.json", {"given": True, "uniform_params": structure.cost.of(uniform)[1],
+                                    "plans": chosen})
+    for c in chosen:
+        print(json.dumps({k: v for k, v in c.items() if k != "keep"}), flush=True)
+
+
+def marginal_macs(structure: Structure, keep: np.ndarray) -> np.ndarray:
+    """Per layer, the MACs one more kept channel adds to the sub-network ``keep`` (one fewer where the
+    layer is whole)."""
+    base = int(structure.cost.macs(keep))
+    out = np.empty(len(keep))
+    for t, channels in enumerate(structure.channels):
+        step = 1 if keep[t] < channels else -1
+        moved = keep.copy()
+        moved[t] += step
+        out[t] = abs(int(structure.cost.macs(moved)) - base)
+    return np.maximum(out, 1.0)
 
 
 def _loaded(config: RunConfig, out: Path) -> tuple[Runtime, Data, Structure]:
@@ -420,8 +485,11 @@ def summary(out: Path) -> None:
     all_scratch = _scratch_records(out, config)
     result: dict[str, Any] = {}
     run_seed = {r["index"]: r for r in all_scratch if r["seed"] == config.seed}
+    given_plans = json.loads((out / "plans.json").read_text()).get("given", False)
     if (out / "records.jsonl").exists():
         result.update(_correlations(out, run_seed))
+    elif given_plans and all_scratch:  # no score at a choice to correlate: the differences below say it
+        pass
     elif all_scratch:  # only the scratch stage ran: the screen reward is the one score to correlate
         plans = json.loads((out / "plans.json").read_text())["plans"]
         scored = {p["index"]: {k: p[k] for k in ("index", "source", "screen_reward")} for p in plans}
