@@ -212,10 +212,8 @@ def given(config: RunConfig, out: Path, tilts: list[float], records: Path | None
         chosen.append({"index": len(chosen), "source": source, "screen_reward": None,
                        "keep": plan.to_dict(), "macs": macs, "params": params})
 
-    marginal = marginal_macs(structure, uniform.array())
     for alpha in tilts:
-        preference = env.uniform_ratio * (marginal / np.exp(np.log(marginal).mean())) ** -alpha
-        add(f"cost tilt {alpha:g}", env.plan_of(env.budget.on_budget(preference)))
+        add(f"cost tilt {alpha:g}", cost_tilt(env, alpha))
     for r in json.loads(records.read_text()) if records is not None else []:
         if r.get("plan") and r["method"] != "uniform":
             add(f"{r['method']} seed {r['seed']}", Plan.from_keep_counts(structure, r["plan"]))
@@ -224,6 +222,15 @@ def given(config: RunConfig, out: Path, tilts: list[float], records: Path | None
                                     "plans": chosen})
     for c in chosen:
         print(json.dumps({k: v for k, v in c.items() if k != "keep"}), flush=True)
+
+
+def cost_tilt(env: PruningEnv, alpha: float) -> Plan:
+    """The plan on the budget whose layers lean away from uniform by what a channel costs: preference
+    ``u * (m_l / m)^-alpha`` (``m_l`` from :func:`marginal_macs` at the uniform plan, ``m`` their geometric
+    mean), scaled onto the budget as relative actions are."""
+    marginal = marginal_macs(env.structure, env.uniform_plan.array())
+    preference = env.uniform_ratio * (marginal / np.exp(np.log(marginal).mean())) ** -alpha
+    return env.plan_of(env.budget.on_budget(preference))
 
 
 def marginal_macs(structure: Structure, keep: np.ndarray) -> np.ndarray:

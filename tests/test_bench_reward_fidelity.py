@@ -10,6 +10,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 
 SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "reward_fidelity.py"
 spec = importlib.util.spec_from_file_location("reward_fidelity", SCRIPT)
@@ -108,3 +109,47 @@ def test_the_noise_stage_refuses_a_single_bn_set_with_a_one_line_error(tmp_path,
     (tmp_path / "plans.json").write_text("{}")
     assert rf.main(["noise", "--out", str(tmp_path), "--bn-sets", "1"]) == 2
     assert "--bn-sets >= 2" in capsys.readouterr().err
+
+
+def _chain() -> torch.nn.Module:
+    """conv 3->8 at 16x16, conv 8->16 with stride 2 (8x8), pooled linear head: channels of the first conv
+    cost more MACs than the second's."""
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, padding=1, bias=False), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+        torch.nn.Conv2d(8, 16, 3, stride=2, padding=1, bias=False), torch.nn.BatchNorm2d(16), torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(16, 10))
+
+
+def test_marginal_macs_is_what_one_more_channel_adds_to_the_cut_network():
+    from rlal.models import count_macs_params
+    from rlal.structure import cut, find_layers
+
+    structure = find_layers(_chain(), (3, 16, 16))
+    keep = np.array([4, 8])
+    marginal = rf.marginal_macs(structure, keep)
+
+    def real(counts: list[int]) -> int:
+        kept = {name: range(k) for name, k in zip(structure.names, counts, strict=True)}
+        return count_macs_params(cut(structure, kept=kept), (3, 16, 16))[0]
+
+    assert marginal[0] == real([5, 8]) - real([4, 8])
+    assert marginal[1] == real([4, 9]) - real([4, 8])
+    assert marginal[0] > marginal[1]  # a full-resolution channel feeding 8 outputs against a stride-2 one
+    whole = rf.marginal_macs(structure, structure.channels.copy())  # a whole layer: one channel fewer
+    assert whole[1] == real([8, 16]) - real([8, 15])
+
+
+def test_a_positive_cost_tilt_widens_the_cheap_layer_on_the_same_budget_and_a_negative_one_the_dear_one():
+    from rlal.config import EnvConfig
+    from rlal.env import PruningEnv
+    from rlal.structure import find_layers
+
+    structure = find_layers(_chain(), (3, 16, 16))
+    env = PruningEnv(structure, EnvConfig(target_macs=0.4, min_keep_ratio=0.1))
+    uniform = env.uniform_plan.array() / structure.channels
+    toward_cheap = rf.cost_tilt(env, 1.0).array() / structure.channels
+    toward_dear = rf.cost_tilt(env, -1.0).array() / structure.channels
+    assert toward_cheap[1] > uniform[1] and toward_cheap[0] < uniform[0]
+    assert toward_dear[0] > uniform[0] and toward_dear[1] < uniform[1]
+    for plan in (rf.cost_tilt(env, 1.0), rf.cost_tilt(env, -1.0)):
+        assert env.budget.fits(plan.array())
