@@ -176,14 +176,8 @@ def carried_over(path: Path, present: Sequence[RunRecord]) -> list[RunRecord]:
             method, seed = str(saved["method"]), int(saved["seed"])
             if method not in METHODS:
                 raise ValueError(f"unknown method {method!r}")
-            if (method, seed) in have:
-                continue  # the run folder on this machine is the source
-            result = {key: saved[key] for key in ("test_acc", "macs", "params", "plan")}
-            if saved.get("dense_macs") is not None:
-                result["dense_macs"] = saved["dense_macs"]
-            result |= {f"at_cut_{key}": value for key, value in (saved.get("cut") or {}).items()}
-            seconds, epochs = float(saved["seconds"]), int(saved["epochs"])
-            carried.append(RunRecord(method, seed, None, result, seconds, epochs, saved.get("final_choice")))
+            if (method, seed) not in have:  # else the run folder on this machine is the source
+                carried.append(from_record(saved))
     except (ValueError, KeyError, TypeError, AttributeError) as error:
         raise RlalError(f"{path} is not a table's records ({error}); move it away to write the table "
                         "afresh") from None
@@ -339,6 +333,17 @@ def run_record(r: RunRecord) -> dict[str, Any]:
         "final_choice": r.choice,
         "plan": res.get("plan"),
     }  # fmt: skip
+
+
+def from_record(saved: dict[str, Any]) -> RunRecord:
+    """The run a :func:`run_record` describes, without its folder: the inverse of ``run_record`` (the two
+    change together; a missing key raises KeyError)."""
+    result = {key: saved[key] for key in ("test_acc", "macs", "params", "plan")}
+    if saved.get("dense_macs") is not None:
+        result["dense_macs"] = saved["dense_macs"]
+    result |= {f"at_cut_{key}": value for key, value in (saved.get("cut") or {}).items()}
+    return RunRecord(str(saved["method"]), int(saved["seed"]), None, result, float(saved["seconds"]),
+                     int(saved["epochs"]), saved.get("final_choice"))
 
 
 def _runs(records: Sequence[RunRecord]) -> str:

@@ -11,10 +11,13 @@ from test_train import fmnist_dir  # noqa: F401  (fixture re-used)
 
 from rlal.benchmark import (
     METHODS,
+    RunRecord,
+    from_record,
     method_config,
     parse_methods,
     parse_seeds,
     run_quality_bench,
+    run_record,
     write_results,
 )
 from rlal.config import load_config
@@ -155,3 +158,18 @@ def test_records_that_are_not_a_tables_are_a_one_line_error_and_stay_as_they_wer
         write_results("t", config, load_config(config, []), tmp_path / "runs", results)
     assert (results / "t.json").read_text() == '[{"method": "prune-it", "seed": 0}]'
     assert not (results / "t.md").exists()
+
+
+def test_a_record_read_back_is_the_run_it_was_written_from_less_its_folder(tmp_path):
+    joint = RunRecord("rlal", 3, tmp_path, {
+        "test_acc": 89.5, "macs": 7_000_000, "params": 200_000, "plan": {"stem.conv": 9},
+        "dense_macs": 70_000_000, "at_cut_removed_kept_norm_ratio": 0.015, "at_cut_cut_test_acc": 64.2},
+        1100.0, 10, "uniform")
+    dense = RunRecord("dense", 0, tmp_path, {"test_acc": 90.4, "macs": 70_000_000, "params": 2_000_000,
+                                             "plan": None}, 750.0, 10)
+    for run in (joint, dense):
+        back = from_record(json.loads(json.dumps(run_record(run))))
+        assert back.run_dir is None
+        assert (back.method, back.seed, back.result, back.seconds, back.epochs, back.choice) == (
+            run.method, run.seed, run.result, run.seconds, run.epochs, run.choice)
+        assert run_record(back) == run_record(run)
