@@ -195,6 +195,8 @@ def given(config: RunConfig, out: Path, tilts: list[float], records: Path | None
     """Write the chosen plans (uniform twice, the cost tilts, a table's choices) for the scratch stage."""
     if (out / "plans.json").exists():
         raise RlalError(f"{out / 'plans.json'} exists: give the plans into a new directory")
+    if records is not None and not records.is_file():
+        raise RlalError(f"--records {records}: no such file (a quality table's <name>.json)")
     _, data, model = setup(config)
     structure = find_layers(model, input_shape(data), policy=config.env.policy)
     env = PruningEnv(structure, config.env)  # budget only

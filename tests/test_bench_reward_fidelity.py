@@ -153,3 +153,12 @@ def test_a_positive_cost_tilt_widens_the_cheap_layer_on_the_same_budget_and_a_ne
     assert toward_dear[0] > uniform[0] and toward_dear[1] < uniform[1]
     for plan in (rf.cost_tilt(env, 1.0), rf.cost_tilt(env, -1.0)):
         assert env.budget.fits(plan.array())
+
+
+def test_the_given_stage_refuses_a_missing_records_file_with_a_one_line_error(tmp_path, capsys):
+    missing = tmp_path / "nope.json"
+    code = rf.main(["given", "--config", "bench-t2-fmnist-mobilenetv2", "--out", str(tmp_path / "out"),
+                    "--records", str(missing)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "nope.json" in err and len(err.strip().splitlines()) == 1
