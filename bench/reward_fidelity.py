@@ -85,8 +85,8 @@ NARROW_RANGE = 1.25  # the near-uniform search of the t2-fmnist-resnet56-local e
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("stage", choices=("prefix", "given", "screen", "train", "scratch", "noise",
-                                                     "summary"))
+    stages = ("prefix", "given", "screen", "train", "scratch", "noise", "summary")
+    parser.add_argument("stage", choices=stages)
     parser.add_argument("--out", type=Path, required=True, help="the bench's directory")
     parser.add_argument("--config", help="prefix, given: a run config (shipped name or path)")
     parser.add_argument("--seed", type=int, default=None,
@@ -108,8 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    needs = {"screen": ("config.yaml", "prefix.safetensors"), "train": ("plans.json",),
-             "scratch": ("plans.json",), "noise": ("plans.json",), "summary": ("plans.json",)}
+    needs = {"screen": ("config.yaml", "prefix.safetensors"), "train": ("plans.json", "prefix.safetensors"),
+             "scratch": ("plans.json",), "noise": ("plans.json", "prefix.safetensors"),
+             "summary": ("plans.json",)}
     missing = [name for name in needs.get(args.stage, ()) if not (args.out / name).is_file()]
     if missing:  # a stage run before the one that writes its input
         print(f"error: {args.out / missing[0]} is missing: run the stages in order (--help)", file=sys.stderr)

@@ -107,6 +107,7 @@ def test_reward_noise_pairs_each_plan_with_uniform_on_the_same_bn_set():
 
 def test_the_noise_stage_refuses_a_single_bn_set_with_a_one_line_error(tmp_path, capsys):
     (tmp_path / "plans.json").write_text("{}")
+    (tmp_path / "prefix.safetensors").write_bytes(b"")
     assert rf.main(["noise", "--out", str(tmp_path), "--bn-sets", "1"]) == 2
     assert "--bn-sets >= 2" in capsys.readouterr().err
 
@@ -162,3 +163,10 @@ def test_the_given_stage_refuses_a_missing_records_file_with_a_one_line_error(tm
     assert code == 2
     err = capsys.readouterr().err
     assert "nope.json" in err and len(err.strip().splitlines()) == 1
+
+
+def test_stages_that_score_on_the_prefix_weights_refuse_a_directory_of_given_plans(tmp_path, capsys):
+    (tmp_path / "plans.json").write_text('{"given": true, "plans": []}')
+    for stage in ("train", "noise"):
+        assert rf.main([stage, "--out", str(tmp_path)]) == 2
+        assert "prefix.safetensors is missing" in capsys.readouterr().err
