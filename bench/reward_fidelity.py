@@ -239,14 +239,8 @@ def cost_tilt(env: PruningEnv, alpha: float) -> Plan:
 def marginal_macs(structure: Structure, keep: np.ndarray) -> np.ndarray:
     """Per layer, the MACs one more kept channel adds to the sub-network ``keep`` (one fewer where the
     layer is whole)."""
-    base = int(structure.cost.macs(keep))
-    out = np.empty(len(keep))
-    for t, channels in enumerate(structure.channels):
-        step = 1 if keep[t] < channels else -1
-        moved = keep.copy()
-        moved[t] += step
-        out[t] = abs(int(structure.cost.macs(moved)) - base)
-    return np.maximum(out, 1.0)
+    moved = keep + np.diag(np.where(keep < structure.channels, 1, -1))  # row t: layer t moved by one
+    return np.maximum(np.abs(structure.cost.macs(moved) - structure.cost.macs(keep)), 1).astype(np.float64)
 
 
 def _loaded(config: RunConfig, out: Path) -> tuple[Runtime, Data, Structure]:
@@ -495,13 +489,13 @@ def summary(out: Path) -> None:
     all_scratch = _scratch_records(out, config)
     result: dict[str, Any] = {}
     run_seed = {r["index"]: r for r in all_scratch if r["seed"] == config.seed}
-    given_plans = json.loads((out / "plans.json").read_text()).get("given", False)
+    written = json.loads((out / "plans.json").read_text())
     if (out / "records.jsonl").exists():
         result.update(_correlations(out, run_seed))
-    elif given_plans and all_scratch:  # no score at a choice to correlate: the differences below say it
+    elif written.get("given") and all_scratch:  # no score at a choice to correlate: the differences say it
         pass
     elif all_scratch:  # only the scratch stage ran: the screen reward is the one score to correlate
-        plans = json.loads((out / "plans.json").read_text())["plans"]
+        plans = written["plans"]
         scored = {p["index"]: {k: p[k] for k in ("index", "source", "screen_reward")} for p in plans}
         result.update(_correlations(out, run_seed, scored))
     else:

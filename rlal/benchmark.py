@@ -173,11 +173,11 @@ def carried_over(path: Path, present: Sequence[RunRecord]) -> list[RunRecord]:
     carried = []
     try:
         for saved in json.loads(path.read_text()):
-            method, seed = str(saved["method"]), int(saved["seed"])
-            if method not in METHODS:
-                raise ValueError(f"unknown method {method!r}")
-            if (method, seed) not in have:  # else the run folder on this machine is the source
-                carried.append(from_record(saved))
+            if saved["method"] not in METHODS:  # before its other fields: the likeliest stray record
+                raise ValueError(f"unknown method {saved['method']!r}")
+            run = from_record(saved)
+            if (run.method, run.seed) not in have:  # else the run folder on this machine is the source
+                carried.append(run)
     except (ValueError, KeyError, TypeError, AttributeError) as error:
         raise RlalError(f"{path} is not a table's records ({error}); move it away to write the table "
                         "afresh") from None
