@@ -54,6 +54,7 @@ STEPS_SCRIPT = Path(__file__).resolve().parent / "gpu_evidence_steps.py"
 TRACK = REPO / "rlal" / "configs" / "bench-gpu-cifar10-resnet56.yaml"
 TABLE = "cifar10-resnet56"
 STEPS = ("throughput", "agent", "quality", "latency")
+QUALITY_METHODS = ("dense", "uniform", "rlal", "depgraph")
 EPOCH_IMAGES = 45_000
 """CIFAR-10's training images after the 5,000-image reward split: the epoch the figures are given for."""
 
@@ -792,6 +793,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help=f"comma-separated subset of {','.join(STEPS)} (default: all)")
     parser.add_argument("--smoke", action="store_true", help="every step on the CPU on tiny data (CI)")
     parser.add_argument("--quality-epochs", type=int, help="fix the quality runs' epochs (default: sized)")
+    parser.add_argument("--seeds", help="comma-separated seeds of the quality runs (default 0,1): a later "
+                        "call adds seeds to a table at the same --quality-epochs")
+    parser.add_argument("--methods", help="comma-separated quality methods (default dense,uniform,rlal,"
+                        "depgraph; depgraph runs on each finished dense run)")
     return parser.parse_args(argv)
 
 
@@ -806,6 +811,14 @@ def check_args(args: argparse.Namespace) -> list[str]:
     if args.quality_epochs is not None and args.quality_epochs < 4:
         raise UsageError(f"--quality-epochs must be >= 4 (warm-up, search, align, fine-tune), got "
                          f"{args.quality_epochs}")
+    args.seed_list = _int_list("--seeds", args.seeds) if args.seeds is not None else None
+    args.method_list = None
+    if args.methods is not None:
+        args.method_list = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+        bad = [m for m in args.method_list if m not in QUALITY_METHODS]
+        if bad or not args.method_list:
+            raise UsageError(f"--methods: unknown method {(bad or [args.methods])[0]!r} (choose from "
+                             f"{', '.join(QUALITY_METHODS)})")
     if args.out.exists() and not args.out.is_dir():
         raise UsageError(f"--out {args.out} exists and is not a folder")
     if args.data_dir is None and not args.smoke:
@@ -813,6 +826,16 @@ def check_args(args: argparse.Namespace) -> list[str]:
     if args.data_dir is not None and not Path(args.data_dir).exists():
         raise UsageError(f"--data-dir {args.data_dir}: no such file or folder")
     return steps
+
+
+def _int_list(option: str, text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise UsageError(f"{option}: expected comma-separated whole numbers, got {text!r}") from None
+    if not values or min(values) < 0 or len(set(values)) != len(values):
+        raise UsageError(f"{option}: expected distinct whole numbers >= 0, got {text!r}")
+    return values
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -833,6 +856,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = make(data_dir, args.budget or (600.0 if args.smoke else 540.0))
     if args.quality_epochs is not None:
         settings = dataclasses.replace(settings, quality_epochs=args.quality_epochs)
+    if args.seed_list is not None:
+        settings = dataclasses.replace(settings, seeds=args.seed_list)
+    if args.method_list is not None:
+        settings = dataclasses.replace(settings, methods=args.method_list)
     try:
         track = load_config(TRACK, list(settings.track_overrides))
     except RlalError as exc:

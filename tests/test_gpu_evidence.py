@@ -224,6 +224,9 @@ def test_a_run_cut_short_still_renders():
     (["--steps", "bogus", "--smoke"], "--steps: unknown step 'bogus'"),
     (["--quality-epochs", "2", "--smoke"], "--quality-epochs must be >= 4"),
     (["--budget", "0", "--smoke"], "--budget must be > 0"),
+    (["--seeds", "1,x", "--smoke"], "--seeds: expected comma-separated whole numbers, got '1,x'"),
+    (["--seeds", "2,2", "--smoke"], "--seeds: expected distinct whole numbers >= 0"),
+    (["--methods", "dense,magic", "--smoke"], "--methods: unknown method 'magic'"),
     ([], "--data-dir is needed"),
     (["--data-dir", "/no/such/folder"], "--data-dir /no/such/folder: no such file or folder"),
 ])
