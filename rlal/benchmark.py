@@ -152,13 +152,22 @@ def collect(name: str, runs_dir: Path) -> list[RunRecord]:
                 continue
             result = json.loads(path.read_text())
             seconds = float(result["seconds"])
-            if result.get("dense_run"):
-                dense = json.loads((Path(result["dense_run"]) / "result.json").read_text())
-                seconds += float(dense["seconds"])
             seed = int(run_dir.name[5:])
+            if result.get("dense_run"):
+                seconds += float(_dense_result(result["dense_run"], runs_dir / name / "dense" / run_dir.name,
+                                               run_dir)["seconds"])
             choice = final_choice(run_dir) if "at_cut_cut_test_acc" in result else None
             records.append(RunRecord(method, seed, run_dir, result, seconds, int(result["epochs"]), choice))
     return records
+
+
+def _dense_result(recorded: str, beside: Path, run_dir: Path) -> dict[str, Any]:
+    """The result of the dense run a three-stage run pruned: at the path it recorded, else (runs moved from
+    the machine that made them) the dense run of the same seed in the same table."""
+    for folder in (Path(recorded), beside):
+        if (folder / "result.json").is_file():
+            return json.loads((folder / "result.json").read_text())
+    raise RlalError(f"{run_dir} pruned the dense run {recorded}, which is neither there nor at {beside}")
 
 
 def carried_over(path: Path, present: Sequence[RunRecord]) -> list[RunRecord]:
@@ -185,10 +194,12 @@ def carried_over(path: Path, present: Sequence[RunRecord]) -> list[RunRecord]:
 
 
 def write_results(
-    name: str, config_path: Path, base: RunConfig, runs_dir: Path, results_dir: Path, note: str = ""
+    name: str, config_path: Path, base: RunConfig, runs_dir: Path, results_dir: Path, note: str = "",
+    machine: str | None = None,
 ) -> Path:
     """Write ``results_dir/<name>.md`` (the table), ``<name>.png`` (accuracy against MACs) and
-    ``results_dir/<name>/`` (the runs' configs)."""
+    ``results_dir/<name>/`` (the runs' configs). The table names ``machine``, else the machine the runs
+    recorded (``run.json``'s ``host``), else this one."""
     present = collect(name, runs_dir)
     if not present:
         raise RlalError(f"no finished run under {runs_dir / name}: nothing to tabulate")
@@ -203,12 +214,16 @@ def write_results(
         shutil.copyfile(r.run_dir / "config.yaml", config_dir / f"{r.method}-seed{r.seed}.yaml")
     plot = _plot(records, results_dir / f"{name}.png")
     first = present[0].result
-    device = json.loads((present[0].run_dir / "run.json").read_text()).get("device", "missing")
+    headers = [json.loads((r.run_dir / "run.json").read_text()) for r in present]
+    device = headers[0].get("device", "missing")
+    if machine is None:  # runs from before ``host`` was recorded: this machine, as tables always said
+        hosts = [h.get("host") for h in headers]
+        machine = " and ".join(dict.fromkeys(hosts)) if all(hosts) else _machine()
     lines = [
         f"# Quality benchmark: {name}",
         "",
         f"Produced by `rlal bench quality --config {config_path.name} --methods {','.join(methods)} "
-        f"--seeds {','.join(map(str, seeds))}` on {_machine()} ({device}). Every figure is read from the "
+        f"--seeds {','.join(map(str, seeds))}` on {machine} ({device}). Every figure is read from the "
         "runs' `result.json`; a method without a finished run has no row.",
         "",
         f"- Track: {first.get('model')} on {first.get('dataset')}, "

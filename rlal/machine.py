@@ -26,3 +26,10 @@ def describe() -> dict[str, Any]:
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
     return {"cpu": cpu_name(), "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(),
             "torch": torch.__version__, "cuda": gpu}
+
+
+def host() -> str:
+    """The machine in words, as a table names it: "a 16-core Intel(R) Xeon(R) Processor with an NVIDIA H200"
+    (the GPU only where CUDA sees one)."""
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
+    return f"a {os.cpu_count()}-core {cpu_name()}" + (f" with an {gpu}" if gpu else "")

@@ -45,6 +45,7 @@ from rlal.checkpoint import (
 )
 from rlal.config import RunConfig, dump_config, load_config
 from rlal.errors import RlalError, RunDirLocked, RunInterrupted, TrainingDiverged
+from rlal.machine import host
 from rlal.report.markdown import PLOTS_DIR, REPORT_FILE
 from rlal.report.metrics import MetricsWriter, read_metrics
 from rlal.report.widths import WIDTHS_FILE
@@ -140,6 +141,7 @@ def write_run_header(out: Path, config: RunConfig, extra: dict[str, Any] | None 
             "torch_version": torch.__version__,
             "python": platform.python_version(),
             "machine": platform.machine(),
+            "host": host(),  # a table rebuilt elsewhere names the machine the run ran on
             "seed": config.seed,
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             **(extra or {}),

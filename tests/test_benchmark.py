@@ -4,6 +4,7 @@ runs that are already finished are reused."""
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 from test_resume import joint_overrides
@@ -22,6 +23,7 @@ from rlal.benchmark import (
 )
 from rlal.config import load_config
 from rlal.errors import RlalError
+from rlal.machine import cpu_name
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -104,7 +106,7 @@ def test_the_subnet_row_trains_sub_networks_and_the_method_row_does_not():
     assert method_config(base, METHODS["rlal"]).search.subnet_weight == base.search.subnet_weight == 0.0
 
 
-def _finished_run(run_dir, test_acc, cut=None):
+def _finished_run(run_dir, test_acc, cut=None, host=None):
     """A run folder as a finished run leaves it, with only what the table reads."""
     run_dir.mkdir(parents=True)
     result = {"test_acc": test_acc, "macs": 500, "dense_macs": 1000, "params": 40, "plan": None,
@@ -116,7 +118,7 @@ def _finished_run(run_dir, test_acc, cut=None):
         (run_dir / "metrics.jsonl").write_text(json.dumps(choice) + "\n")
     (run_dir / "result.json").write_text(json.dumps(result))
     (run_dir / "config.yaml").write_text("method: rlal\n")
-    (run_dir / "run.json").write_text(json.dumps({"device": "cpu"}))
+    (run_dir / "run.json").write_text(json.dumps({"device": "cpu", **({"host": host} if host else {})}))
 
 
 def test_a_table_rewritten_on_a_new_machine_keeps_the_runs_its_records_hold(tmp_path):
@@ -145,6 +147,24 @@ def test_a_table_rewritten_on_a_new_machine_keeps_the_runs_its_records_hold(tmp_
     assert "| `rlal` − `uniform` | 0,1 | +0.75 ± 0.35 | +1.00, +0.50 |" in text
     assert "earlier `t.json`" in text and "uniform seed 0; rlal seed 0." in text
     assert "| `rlal` | 0 | 0.010 | 80.00 | 79.00 | 79.00 | 79.50 | +1.00 | uniform |" in text
+
+
+def test_a_table_names_the_machine_its_runs_recorded_not_the_one_that_writes_it(tmp_path):
+    config = tmp_path / "track.yaml"
+    config.write_text("method: rlal\n")
+    base = load_config(config, [])
+    gpu = "a 16-core Intel(R) Xeon(R) Processor with an NVIDIA H200"
+    _finished_run(tmp_path / "runs" / "t" / "uniform" / "seed-0", 88.0, host=gpu)
+    _finished_run(tmp_path / "runs" / "t" / "rlal" / "seed-0", 89.0, host=gpu)
+    text = write_results("t", config, base, tmp_path / "runs", tmp_path / "results").read_text()
+    assert f"--seeds 0` on {gpu} (cpu)." in text
+    # a run from before hosts were recorded: this machine, as before; a caller's word wins over both
+    _finished_run(tmp_path / "runs" / "t" / "uniform" / "seed-1", 87.0)
+    text = write_results("t", config, base, tmp_path / "runs", tmp_path / "results").read_text()
+    assert f"` on a {os.cpu_count()}-core {cpu_name()} (cpu)." in text
+    text = write_results("t", config, base, tmp_path / "runs", tmp_path / "results",
+                         machine="the lab's box").read_text()
+    assert "` on the lab's box (cpu)." in text
 
 
 def test_records_that_are_not_a_tables_are_a_one_line_error_and_stay_as_they_were(tmp_path):

@@ -256,3 +256,25 @@ def test_a_budget_too_short_for_the_runs_still_returns_the_rest(tmp_path):
     assert "**quality: not started**" in (out / "evidence.md").read_text()
     with tarfile.open(out / "results.tar.gz") as tar:
         assert tar.getnames() == []
+
+
+def test_merging_calls_that_ran_other_settings_is_refused_in_one_line(tmp_path):
+    merge = Path(__file__).resolve().parent.parent / "bench" / "gpu_evidence_merge.py"
+    for name, epochs in (("a", 18), ("b", 12)):
+        call = tmp_path / name
+        call.mkdir()
+        records = [{"step": "run", "kind": "start", "time": "t"},
+                   {"step": "prepare", "kind": "env", "cpu": "cpu", "cpu_count": 2, "cuda": None},
+                   {"step": "quality", "kind": "plan", "epochs": epochs, "config_epochs": 30,
+                    "concurrency": 3, "overrides": [f"train.epochs={epochs}"]},
+                   {"step": "quality", "kind": "run", "method": "uniform", "seed": 0 if name == "a" else 1,
+                    "status": "done"}]
+        (call / "evidence.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+        with tarfile.open(call / "results.tar.gz", "w:gz"):
+            pass
+    proc = subprocess.run([sys.executable, str(merge), str(tmp_path / "a"), str(tmp_path / "b"),
+                           "--results-dir", str(tmp_path / "results"), "--runs-dir", str(tmp_path / "runs")],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and len(proc.stderr.splitlines()) == 1
+    assert "ran other settings than" in proc.stderr and "train.epochs=12" in proc.stderr
+    assert not (tmp_path / "results").exists() and not (tmp_path / "runs").exists()

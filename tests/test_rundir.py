@@ -180,3 +180,13 @@ def test_the_lock_is_released_after_an_exception_or_interrupt(
     with pytest.raises((error, RunInterrupted)):
         fit(config, tmp_path / "run")
     assert (tmp_path / "run" / "config.yaml").exists() and not (tmp_path / "run" / LOCK_FILE).exists()
+
+
+def test_a_run_header_names_the_host_it_ran_on(tmp_path):
+    from rlal.config import RunConfig
+    from rlal.machine import cpu_name
+    from rlal.rundir import write_run_header
+
+    write_run_header(tmp_path, RunConfig())
+    header = json.loads((tmp_path / "run.json").read_text())
+    assert header["host"].startswith(f"a {os.cpu_count()}-core {cpu_name()}")
