@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 import pytest
 from test_resume import joint_overrides
@@ -193,3 +194,23 @@ def test_a_record_read_back_is_the_run_it_was_written_from_less_its_folder(tmp_p
         assert (back.method, back.seed, back.result, back.seconds, back.epochs, back.choice) == (
             run.method, run.seed, run.result, run.seconds, run.epochs, run.choice)
         assert run_record(back) == run_record(run)
+
+
+def test_a_three_stage_run_moved_off_its_machine_finds_its_dense_run_beside_it(tmp_path):
+    config = tmp_path / "track.yaml"
+    config.write_text("method: rlal\n")
+    base = load_config(config, [])
+    runs = tmp_path / "runs"
+    _finished_run(runs / "t" / "dense" / "seed-0", 90.0)
+    _finished_run(runs / "t" / "depgraph" / "seed-0", 88.0)
+    result_path = runs / "t" / "depgraph" / "seed-0" / "result.json"
+    result = json.loads(result_path.read_text()) | {"dense_run": "/gone/machine/runs/t/dense/seed-0"}
+    result_path.write_text(json.dumps(result))
+    write_results("t", config, base, runs, tmp_path / "results")
+    records = {r["method"]: r for r in json.loads((tmp_path / "results" / "t.json").read_text())}
+    assert records["depgraph"]["seconds"] == 20.0  # its own 10 s and the dense run's 10 s
+
+    shutil.rmtree(runs / "t" / "dense")
+    with pytest.raises(RlalError, match=r"pruned the dense run /gone/machine/runs/t/dense/seed-0, which is "
+                                        r"neither there nor at .*dense/seed-0"):
+        write_results("t", config, base, runs, tmp_path / "results2")
