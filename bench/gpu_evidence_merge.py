@@ -29,6 +29,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gpu_evidence import TABLE, TRACK
 
+from rlal.machine import in_words
+
 RUNS_PREFIX = f"runs/gpu-evidence/{TABLE}/"
 
 
@@ -71,9 +73,7 @@ def read_call(folder: Path) -> Call:
     start, env, plan = one("run", "start"), one("prepare", "env"), one("quality", "plan")
     runs = tuple((r["method"], int(r["seed"])) for r in records
                  if r.get("step") == "quality" and r.get("kind") == "run" and r.get("status") == "done")
-    gpu = f" with an {env['cuda']}" if env.get("cuda") else ""
-    machine = f"a {env['cpu_count']}-core {env['cpu']}{gpu}"
-    return Call(folder, start["time"], machine, tuple(plan["overrides"]), int(plan["epochs"]),
+    return Call(folder, start["time"], in_words(env), tuple(plan["overrides"]), int(plan["epochs"]),
                 int(plan["config_epochs"]), int(plan["concurrency"]), runs)
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
 import shutil
 import statistics
 from collections.abc import Callable, Sequence
@@ -27,7 +26,7 @@ from typing import Any
 from rlal.checkpoint import write_json, write_text
 from rlal.config import RunConfig, load_config, set_value
 from rlal.errors import RlalError
-from rlal.machine import cpu_name
+from rlal.machine import host
 
 METHODS: dict[str, tuple[str, ...]] = {
     "dense": ("method=dense",),
@@ -218,7 +217,7 @@ def write_results(
     device = headers[0].get("device", "missing")
     if machine is None:  # runs from before ``host`` was recorded: this machine, as tables always said
         hosts = [h.get("host") for h in headers]
-        machine = " and ".join(dict.fromkeys(hosts)) if all(hosts) else _machine()
+        machine = " and ".join(dict.fromkeys(hosts)) if all(hosts) else host()
     lines = [
         f"# Quality benchmark: {name}",
         "",
@@ -380,11 +379,6 @@ def _count(n: Any) -> str:
 
 def _train_images(base: RunConfig) -> str:
     return f"{base.data.train_subset:,}" if base.data.train_subset else "all"
-
-
-def _machine() -> str:
-    """The CPU the table was produced on, e.g. "a 2-core Intel(R) Xeon(R) Processor"."""
-    return f"a {os.cpu_count()}-core {cpu_name()}"
 
 
 def _plot(records: list[RunRecord], path: Path) -> Path | None:

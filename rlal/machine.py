@@ -28,8 +28,13 @@ def describe() -> dict[str, Any]:
             "torch": torch.__version__, "cuda": gpu}
 
 
+def in_words(info: dict[str, Any]) -> str:
+    """A machine as :func:`describe` records it, in words, as a table names it: "a 16-core Intel(R) Xeon(R)
+    Processor with an NVIDIA H200" (the GPU only where CUDA saw one)."""
+    gpu = f" with an {info['cuda']}" if info.get("cuda") else ""
+    return f"a {info['cpu_count']}-core {info['cpu']}{gpu}"
+
+
 def host() -> str:
-    """The machine in words, as a table names it: "a 16-core Intel(R) Xeon(R) Processor with an NVIDIA H200"
-    (the GPU only where CUDA sees one)."""
-    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
-    return f"a {os.cpu_count()}-core {cpu_name()}" + (f" with an {gpu}" if gpu else "")
+    """This machine in words (:func:`in_words`)."""
+    return in_words(describe())
