@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 
+import numpy as np
 import pytest
 import torch
 import torch_pruning as tp
@@ -81,15 +82,18 @@ def test_each_baseline_meets_the_target_and_its_saved_model_reloads_to_the_recor
     assert saved["test_images"] == data.test.num_samples
 
 
-def test_uniform_trains_the_small_model_for_train_epochs_with_one_keep_ratio(runs):
+def test_uniform_trains_the_small_model_for_train_epochs_on_the_filled_common_ratio(runs, fmnist_dir):  # noqa: F811
     result = runs["uniform"]
     records = read_metrics(result.run_dir / "metrics.jsonl")
     assert [r["phase"] for r in records] == ["prune", "train", "train"]
     assert result.epochs == 2 and records[-1]["test_acc"] == result.test_acc
     ratio = json.loads((result.run_dir / "result.json").read_text())["keep_ratio"]
     structure = find_layers(create_model("resnet20", in_channels=1, input_size=28), (1, 28, 28))
-    for layer, keep in zip(structure.layers, result.plan.keep, strict=True):
-        assert abs(keep - ratio * layer.channels) <= 0.5 + 1e-9
+    for layer, keep in zip(structure.layers, result.plan.keep, strict=True):  # the fill adds, a step or so
+        assert -0.5 - 1e-9 <= keep - ratio * layer.channels <= 2
+    config = baseline_config(fmnist_dir, "uniform")
+    assert result.plan == Budget(structure, config.env.target_macs, config.env.min_keep_ratio,
+                                 config.env.round_to).uniform_plan()[0]
 
 
 @pytest.mark.parametrize("method", ["magnitude", "depgraph"])
@@ -108,14 +112,48 @@ def test_three_stage_baselines_record_pretrain_plus_finetune_epochs(runs, method
 def test_uniform_plan_is_the_largest_common_keep_ratio_that_fits():
     structure = find_layers(create_model("resnet56"), (3, 32, 32))
     for target, round_to in ((0.5, 1), (0.3, 4)):
-        budget = Budget(structure, target, 0.1, round_to)
+        budget = Budget(structure, target, 0.1, round_to, fill_budget=False)
         selection = uniform_plan(structure, budget)
         assert structure.cost.of(selection.plan)[0] <= budget.target_macs
         for layer, keep in zip(structure.layers, selection.plan.keep, strict=True):
             assert keep % round_to == 0 or keep == layer.channels
             assert abs(keep - selection.searched * layer.channels) <= round_to / 2 + 1e-9
-        bigger = uniform_plan(structure, Budget(structure, target + 0.05, 0.1, round_to))
+        bigger = uniform_plan(structure, Budget(structure, target + 0.05, 0.1, round_to, fill_budget=False))
         assert bigger.searched > selection.searched
+
+
+@pytest.mark.parametrize(("name", "shape", "round_to"),
+                         [("resnet56", (3, 32, 32), 8), ("resnet20", (1, 28, 28), 1),
+                          ("mobilenetv2-cifar", (3, 32, 32), 8)])
+def test_filled_uniform_plan_spends_the_budget_its_rounding_leaves(name, shape, round_to):
+    structure = find_layers(create_model(name, in_channels=shape[0], input_size=shape[1]), shape)
+    common, ratio = Budget(structure, 0.5, 0.2, round_to, fill_budget=False).uniform_plan()
+    budget = Budget(structure, 0.5, 0.2, round_to)
+    filled, filled_ratio = budget.uniform_plan()
+    keep, start = filled.array(), common.array()
+    assert filled_ratio == ratio  # the common ratio is reported as searched; the fill only adds
+    assert budget.fits(keep) and (keep >= start).all()
+    assert structure.cost.of(filled)[0] >= structure.cost.of(common)[0]
+    for t, counts in enumerate(budget.allowed):  # no layer can take one step more
+        above = counts[counts > keep[t]]
+        if len(above):
+            one_more = keep.copy()
+            one_more[t] = above[0]
+            assert not budget.fits(one_more)
+    for t, layer in enumerate(structure.layers):
+        assert keep[t] % round_to == 0 or keep[t] == layer.channels
+
+
+def test_fill_grows_the_thinnest_layers_first():
+    structure = find_layers(create_model("resnet56"), (3, 32, 32))
+    budget = Budget(structure, 0.5, 0.2, 8)
+    common = Budget(structure, 0.5, 0.2, 8, fill_budget=False).uniform_plan()[0].array()
+    filled = budget.uniform_plan()[0].array()
+    ratios, grown = common / structure.channels, filled > common
+    assert grown.any()
+    assert ratios[grown].max() <= ratios[~grown].min()  # only the thinnest layers took the spare budget
+    spent = structure.cost.macs(np.stack([filled, common])) / budget.dense_macs
+    assert spent[0] > 0.49 > spent[1]
 
 
 def trained_like(name="resnet20", shape=(1, 28, 28), seed=0):

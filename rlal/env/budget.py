@@ -39,6 +39,12 @@ with one common scale ``s``, the largest whose plan fits the target (:meth:`Budg
 the cost is monotone in ``s``). So every episode lands on the budget, no layer falls below the floor, and
 an agent that has learned nothing (every action 0.5) proposes the uniform plan.
 
+**Filling the budget** (``env.fill_budget``, the default). Rounding to ``round_to`` can leave a plan well
+under the target: one step down of a 64-channel layer at ``round_to: 8`` is 1/8 of its width. The uniform
+plan and every relative plan are therefore topped up (:meth:`Budget.fill`): the thinnest layer that can
+take one more allowed step without breaking the target takes it, until none can. Both plans go through
+the same fill, so the all-0.5 episode still proposes exactly the uniform plan.
+
 **A latency budget** (``env.target_latency``, beside or instead of the MACs one) enters every one of these
 checks the same way: a keep vector *fits* when its MACs meet the MACs target and its latency, predicted by
 the run's :class:`~rlal.structure.latency.LatencyModel`, meets the latency target. That model is monotone in
@@ -69,12 +75,14 @@ class Budget:
     def __init__(
         self, structure: Structure, target_macs: float | None, min_keep_ratio: float = 0.1, round_to: int = 1,
         *, latency: LatencyModel | None = None, target_latency: float | None = None,
-        target_latency_ms: float | None = None, floor: np.ndarray | None = None,
+        target_latency_ms: float | None = None, floor: np.ndarray | None = None, fill_budget: bool = True,
     ) -> None:
         self.structure = structure
         self.cost = structure.cost
         self.min_keep_ratio = float(min_keep_ratio)
         self.round_to = int(round_to)
+        self.fill_budget = bool(fill_budget)
+        """Whether the uniform and relative plans spend what their rounding leaves (``env.fill_budget``)."""
         self.dense_macs: int = self.cost.dense_macs
         self.macs_budget = target_macs is not None
         """Whether there is a MACs budget (without one, ``target_macs`` is the dense MACs)."""
@@ -149,7 +157,8 @@ class Budget:
 
     def on_budget(self, preference: np.ndarray) -> np.ndarray:
         """Keep counts ``nearest_counts(clip(s * preference, min_keep_ratio, 1))`` for the largest common
-        scale ``s`` whose sub-network fits the target (relative actions; see the module docstring)."""
+        scale ``s`` whose sub-network fits the target (relative actions; see the module docstring), then,
+        with ``fill_budget``, what rounding left of the budget spent by :meth:`fill`."""
         preference = np.maximum(np.asarray(preference, dtype=np.float64), 1e-9)
 
         def counts_at(scale: float) -> np.ndarray:
@@ -162,12 +171,13 @@ class Budget:
             middle = (low + high) / 2
             fits = self.fits(counts_at(middle))
             low, high = (middle, high) if fits else (low, middle)
-        return counts_at(low)
+        return self.fill(counts_at(low)) if self.fill_budget else counts_at(low)
 
     def uniform_plan(self) -> tuple[Plan, float]:
-        """The plan of the uniform baseline and its ratio: the largest keep ratio ``r`` whose plan
+        """The plan of the uniform baseline and its ratio ``r``: the largest keep ratio whose plan
         ``Plan.from_keep_ratios(structure, r)`` (every layer keeps ``round(r * channels)``, rounded to
-        ``round_to``) meets the target; ``r`` is searched by bisection on ``[min_keep_ratio, 1]``."""
+        ``round_to``) meets the target, ``r`` searched by bisection on ``[min_keep_ratio, 1]``; then, with
+        ``fill_budget``, the budget that rounding leaves spent by :meth:`fill`."""
 
         def plan_at(ratio: float) -> Plan:
             return Plan.from_keep_ratios(self.structure, ratio, round_to=self.round_to)
@@ -187,7 +197,40 @@ class Budget:
         for _ in range(40):  # 2^-40: far below one channel of any layer
             middle = (low + high) / 2
             low, high = (middle, high) if fits(middle) else (low, middle)
-        return plan_at(low), low
+        plan = plan_at(low)
+        if self.fill_budget:
+            plan = Plan.from_keep_counts(self.structure, self.fill(plan.array()))
+        return plan, low
+
+    def fill(self, keep: np.ndarray) -> np.ndarray:
+        """``keep`` grown while it fits: each step adds one allowed step (``round_to`` channels, or the rest
+        of the layer) to the layer with the smallest keep ratio that can take it (ties: the cheaper step,
+        then the earlier layer). The result fits and no single layer can grow one step more.
+
+        Thinnest first keeps the plan as close to uniform as the budget allows: with ``round_to: 8`` at
+        50% on ResNet-56 the common ratio puts the 64-channel layers at 24 (46.2% of the MACs); the fill
+        brings them back to 32 one by one until the budget binds."""
+        keep = np.asarray(keep, dtype=np.int64).copy()
+        channels = self.structure.channels
+        while True:
+            rows, grown = [], []
+            for t, counts in enumerate(self.allowed):
+                above = counts[counts > keep[t]]
+                if len(above):
+                    row = keep.copy()
+                    row[t] = above[0]
+                    rows.append(row)
+                    grown.append(t)
+            if not rows:
+                return keep
+            rows_array = np.stack(rows)
+            fits = self.fits(rows_array)
+            if not fits.any():
+                return keep
+            added = self.cost.macs(rows_array) - self.cost.macs(keep)
+            order = sorted(np.flatnonzero(fits), key=lambda i: (keep[grown[i]] / channels[grown[i]], added[i],
+                                                               grown[i]))
+            keep = rows_array[order[0]]
 
     def action_of(self, layer: int, count: int) -> float:
         """An action that maps to ``count`` at ``layer`` (its keep ratio rescaled onto [0, 1], clipped)."""
@@ -290,7 +333,8 @@ def make_budget(
             cache_dir=cfg.latency_cache, stored=stored,
         )
     budget = Budget(structure, cfg.target_macs, cfg.min_keep_ratio, cfg.round_to, latency=latency,
-                    target_latency=cfg.target_latency, target_latency_ms=cfg.target_latency_ms)
+                    target_latency=cfg.target_latency, target_latency_ms=cfg.target_latency_ms,
+                    fill_budget=cfg.fill_budget)
     if cfg.residual_floor == "min":
         return budget
     # The shared residual widths never narrow below the uniform plan's: at 6% MACs on ResNet-56 the plans
@@ -299,7 +343,7 @@ def make_budget(
     residual = np.array([layer.residual for layer in structure.layers])
     return Budget(structure, cfg.target_macs, cfg.min_keep_ratio, cfg.round_to, latency=latency,
                   target_latency=cfg.target_latency, target_latency_ms=cfg.target_latency_ms,
-                  floor=np.where(residual, uniform, 0))
+                  floor=np.where(residual, uniform, 0), fill_budget=cfg.fill_budget)
 
 
 def latency_check(budget: Budget, plan: Plan, small: nn.Module) -> dict[str, Any]:
