@@ -38,6 +38,7 @@ import io
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -114,6 +115,8 @@ class Settings:
     score: tuple[int, int, int]
     """Scoring a masked sub-network (``bench/structure.py``): images, batch, repeats."""
     track_overrides: tuple[str, ...]
+    table: str
+    """The quality table's name: its runs' folder, its file in docs/results/, its tarball's paths."""
     methods: tuple[str, ...]
     seeds: tuple[int, ...]
     depgraph_seeds: int
@@ -144,7 +147,7 @@ def gpu_settings(data_dir: str, budget_s: float) -> Settings:
         timed_epochs=2, timed_batches=None, warmup_batches=30, compile_backend="inductor",
         eval_batch=1000, reward_size=5000, probe_batches=60,
         agent_epochs=2, agent_train_batches=None, score=(5000, 500, 5),
-        track_overrides=(f"data.data_dir={data_dir}", "train.threads=2"),
+        track_overrides=(f"data.data_dir={data_dir}", "train.threads=2"), table=TABLE,
         methods=("dense", "uniform", "rlal", "depgraph"), seeds=(0, 1), depgraph_seeds=2, concurrency=6,
         quality_epochs=None, min_epochs=8, threads=2,
         latency_batches=(1, 64, 256), latency_compiled=(64, 256, 1), latency_warmup=20, latency_runs=100,
@@ -175,7 +178,7 @@ def smoke_settings(data_dir: str, budget_s: float) -> Settings:
         timed_epochs=None, timed_batches=2, warmup_batches=1, compile_backend="eager",
         eval_batch=30, reward_size=50, probe_batches=2,
         agent_epochs=1, agent_train_batches=2, score=(60, 30, 1),
-        track_overrides=(f"data.data_dir={data_dir}", *SMOKE_OVERRIDES),
+        track_overrides=(f"data.data_dir={data_dir}", *SMOKE_OVERRIDES), table=TABLE,
         methods=("dense", "uniform", "rlal", "depgraph"), seeds=(0, 1), depgraph_seeds=1, concurrency=2,
         quality_epochs=None, min_epochs=4, threads=1,  # sized as on the GPU: the 4 epochs fit
         latency_batches=(1, 8), latency_compiled=(8, 1), latency_warmup=1, latency_runs=5,
@@ -480,7 +483,8 @@ def run_quality(steps: Steps, settings: Settings, clock: Clock, track: Any, over
     ev.add({"step": "quality", "kind": "plan", "epochs": epochs, "config_epochs": track.train.epochs,
             "concurrency": concurrency, "speed_by_processes": {str(k): v for k, v in speed.items()},
             "per_run_images_per_s": per_run, "predicted_s": predicted and round(predicted),
-            "available_s": round(end - time.monotonic()), "overrides": run_overrides})  # fmt: skip
+            "available_s": round(end - time.monotonic()), "overrides": run_overrides,
+            "table": settings.table})  # fmt: skip
     ev.log(f"quality: {len(main)} runs of {epochs} epochs, {concurrency} at a time "
            f"(predicted {predicted and round(predicted)} s of {end - time.monotonic():.0f} s)")
     runs_dir, scratch = steps.work / "runs", steps.work / "scratch"
@@ -491,9 +495,9 @@ def run_quality(steps: Steps, settings: Settings, clock: Clock, track: Any, over
     step_start = time.monotonic()
 
     def launch(method: str, seed: int) -> None:
-        args = [sys.executable, "-m", "rlal", "bench", "quality", "--config", str(TRACK), "--name", TABLE,
-                "--methods", method, "--seeds", str(seed), "--runs-dir", str(runs_dir),
-                "--results-dir", str(scratch / f"{method}-{seed}")]
+        args = [sys.executable, "-m", "rlal", "bench", "quality", "--config", str(TRACK),
+                "--name", settings.table, "--methods", method, "--seeds", str(seed),
+                "--runs-dir", str(runs_dir), "--results-dir", str(scratch / f"{method}-{seed}")]
         for item in run_overrides:
             args += ["--set", item]
         running[(method, seed)] = steps.start(args)
@@ -509,7 +513,7 @@ def run_quality(steps: Steps, settings: Settings, clock: Clock, track: Any, over
                     continue
                 del running[key]
                 steps.running.remove(proc)
-                record = run_record(runs_dir, *key, proc.returncode)
+                record = run_record(runs_dir / settings.table, *key, proc.returncode)
                 record["process_s"] = round(time.monotonic() - launched[key], 1)  # calibrates RUN_STARTUP_S
                 ev.add(record)
                 ev.log(f"quality: {key[0]} seed {key[1]} {record['status']}")
@@ -520,7 +524,7 @@ def run_quality(steps: Steps, settings: Settings, clock: Clock, track: Any, over
     finally:
         steps.stop(*running.values())
         for key in running:
-            ev.add({**run_record(runs_dir, *key, None), "status": "timed out"})
+            ev.add({**run_record(runs_dir / settings.table, *key, None), "status": "timed out"})
         for method, seed in queue:
             ev.add({"step": "quality", "kind": "run", "method": method, "seed": seed, "status": "not started",
                     "why": "no time left in the step"})
@@ -530,14 +534,14 @@ def run_quality(steps: Steps, settings: Settings, clock: Clock, track: Any, over
             f"{epochs} epochs (the config's {track.train.epochs}"
             + (", shortened to fit the time" if epochs != track.train.epochs else "") + "); --set "
             + " ".join(f"`{o}`" for o in run_overrides) + ".")
-    if any((runs_dir / TABLE).glob("*/seed-*/result.json")):
-        steps.run_step("table", {"config": str(TRACK), "overrides": run_overrides, "name": TABLE,
+    if any((runs_dir / settings.table).glob("*/seed-*/result.json")):
+        steps.run_step("table", {"config": str(TRACK), "overrides": run_overrides, "name": settings.table,
                                  "runs_dir": str(runs_dir), "results_dir": str(steps.work / "results"),
                                  "note": note, "label": "quality"},
                        max(5.0, clock.left() - latency_s - 5))
     else:
         ev.add({"step": "quality", "kind": "skipped", "why": "no run finished: no table"})
-    write_tarball(steps.work, steps.ev.out / "results.tar.gz")
+    write_tarball(steps.work, steps.ev.out / "results.tar.gz", settings.table)
     ev.write_markdown()
 
 
@@ -555,9 +559,10 @@ def queue_depgraph(ev: Evidence, settings: Settings, queue: list[tuple[str, int]
                 "why": f"about {need:.0f} s needed, {left:.0f} s left"})
 
 
-def run_record(runs_dir: Path, method: str, seed: int, status: int | None) -> dict[str, Any]:
-    """One quality run as the evidence states it: its result.json's figures and its mean epoch time."""
-    run_dir = runs_dir / TABLE / method / f"seed-{seed}"
+def run_record(table_dir: Path, method: str, seed: int, status: int | None) -> dict[str, Any]:
+    """One quality run (in ``table_dir/<method>/seed-<seed>``) as the evidence states it: its result.json's
+    figures and its mean epoch time."""
+    run_dir = table_dir / method / f"seed-{seed}"
     record: dict[str, Any] = {"step": "quality", "kind": "run", "method": method, "seed": seed,
                               "run_dir": str(run_dir)}
     result_path = run_dir / "result.json"
@@ -585,9 +590,9 @@ def run_record(runs_dir: Path, method: str, seed: int, status: int | None) -> di
     return record
 
 
-def write_tarball(work: Path, path: Path) -> None:
-    """The table (as ``docs/results/...``) and each run's small records (as ``runs/gpu-evidence/...``);
-    no checkpoints or weights."""
+def write_tarball(work: Path, path: Path, table: str) -> None:
+    """The table (as ``docs/results/...``) and each run's small records (as
+    ``runs/gpu-evidence/<table>/...``); no checkpoints or weights."""
     keep = {"result.json", "metrics.jsonl", "run.json", "config.yaml", "widths.csv", "episodes.json",
             "report.md", "spec.json"}
     tmp = path.with_suffix(".tmp")
@@ -597,17 +602,17 @@ def write_tarball(work: Path, path: Path) -> None:
             for file in sorted(results.rglob("*")):
                 if file.is_file():
                     tar.add(file, arcname=f"docs/results/{file.relative_to(results)}")
-        runs = work / "runs" / TABLE
+        runs = work / "runs" / table
         if runs.is_dir():
             for file in sorted(runs.rglob("*")):
                 if file.is_file() and file.name in keep:
-                    tar.add(file, arcname=f"runs/gpu-evidence/{TABLE}/{file.relative_to(runs)}")
+                    tar.add(file, arcname=f"runs/gpu-evidence/{table}/{file.relative_to(runs)}")
     os.replace(tmp, path)
 
 
 def run_latency(steps: Steps, settings: Settings, clock: Clock, track: Any) -> None:
     timeout = min(settings.step_s["latency"], clock.left() - settings.reserve_s / 2)
-    runs = steps.work / "runs" / TABLE
+    runs = steps.work / "runs" / settings.table
     pruned = {f"{m}-s0": str(runs / m / "seed-0") for m in ("rlal", "uniform", "depgraph")}
     steps.ev.log("latency: dense vs pruned")
     steps.run_step("latency", {
@@ -692,8 +697,10 @@ def render_markdown(records: list[dict[str, Any]]) -> str:
         lines += [f"| {r['variant']} | {r['keep_ratio']} | {r['images']} | {r['batch']} | {r['seconds']} | "
                   f"{r['images_per_s']:,.0f} |" for r in scores]
 
-    lines += ["", f"## 3. Quality → docs/results/{TABLE}.md (from results.tar.gz) and docs/benchmarks.md", ""]
     plan = next((r for r in by["quality"] if r.get("kind") == "plan"), None)
+    table_name = (plan or {}).get("table", TABLE)
+    lines += ["", f"## 3. Quality → docs/results/{table_name}.md (from results.tar.gz) and "
+              "docs/benchmarks.md", ""]
     if plan:
         elapsed = next((r for r in by["quality"] if r.get("kind") == "elapsed"), {})
         lines.append(f"{plan['epochs']} epochs (config {plan['config_epochs']}), up to {plan['concurrency']} "
@@ -797,10 +804,27 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         "call adds seeds to a table at the same --quality-epochs")
     parser.add_argument("--methods", help="comma-separated quality methods (default dense,uniform,rlal,"
                         "depgraph; depgraph runs on each finished dense run)")
+    parser.add_argument("--name", default=TABLE, help=f"the quality table's name (default {TABLE}): another "
+                        "name for runs under other settings, so they never mix with that table's")
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a key of the track's config, for the quality runs and the agent step "
+                        "(repeatable)")
     return parser.parse_args(argv)
 
 
-def check_args(args: argparse.Namespace) -> list[str]:
+@dataclass(frozen=True)
+class Request:
+    """What the command line asks for, checked."""
+
+    steps: list[str]
+    seeds: tuple[int, ...] | None
+    methods: tuple[str, ...] | None
+    table: str
+    sets: tuple[str, ...]
+
+
+def check_args(args: argparse.Namespace) -> Request:
+    """The command line checked: a :class:`UsageError` (one line) names the first thing wrong."""
     steps = [s.strip() for s in args.steps.split(",") if s.strip()]
     unknown = [s for s in steps if s not in STEPS]
     if unknown or not steps:
@@ -811,21 +835,26 @@ def check_args(args: argparse.Namespace) -> list[str]:
     if args.quality_epochs is not None and args.quality_epochs < 4:
         raise UsageError(f"--quality-epochs must be >= 4 (warm-up, search, align, fine-tune), got "
                          f"{args.quality_epochs}")
-    args.seed_list = _int_list("--seeds", args.seeds) if args.seeds is not None else None
-    args.method_list = None
+    seeds = _int_list("--seeds", args.seeds) if args.seeds is not None else None
+    methods = None
     if args.methods is not None:
-        args.method_list = tuple(m.strip() for m in args.methods.split(",") if m.strip())
-        bad = [m for m in args.method_list if m not in QUALITY_METHODS]
-        if bad or not args.method_list:
+        methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+        bad = [m for m in methods if m not in QUALITY_METHODS]
+        if bad or not methods:
             raise UsageError(f"--methods: unknown method {(bad or [args.methods])[0]!r} (choose from "
                              f"{', '.join(QUALITY_METHODS)})")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", args.name):
+        raise UsageError(f"--name: {args.name!r} is not a plain name (letters, digits, '.', '_', '-')")
+    bad_set = next((item for item in args.sets if "=" not in item or not item.split("=", 1)[0].strip()), None)
+    if bad_set is not None:
+        raise UsageError(f"--set: expected KEY=VALUE, got {bad_set!r}")
     if args.out.exists() and not args.out.is_dir():
         raise UsageError(f"--out {args.out} exists and is not a folder")
     if args.data_dir is None and not args.smoke:
         raise UsageError("--data-dir is needed (the folder holding cifar10-jpg.tar.gz)")
     if args.data_dir is not None and not Path(args.data_dir).exists():
         raise UsageError(f"--data-dir {args.data_dir}: no such file or folder")
-    return steps
+    return Request(steps, seeds, methods, args.name, tuple(args.sets))
 
 
 def _int_list(option: str, text: str) -> tuple[int, ...]:
@@ -841,7 +870,7 @@ def _int_list(option: str, text: str) -> tuple[int, ...]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        steps_wanted = check_args(args)
+        request = check_args(args)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -856,10 +885,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = make(data_dir, args.budget or (600.0 if args.smoke else 540.0))
     if args.quality_epochs is not None:
         settings = dataclasses.replace(settings, quality_epochs=args.quality_epochs)
-    if args.seed_list is not None:
-        settings = dataclasses.replace(settings, seeds=args.seed_list)
-    if args.method_list is not None:
-        settings = dataclasses.replace(settings, methods=args.method_list)
+    if request.seeds is not None:
+        settings = dataclasses.replace(settings, seeds=request.seeds)
+    if request.methods is not None:
+        settings = dataclasses.replace(settings, methods=request.methods)
+    settings = dataclasses.replace(settings, table=request.table,
+                                   track_overrides=(*settings.track_overrides, *request.sets))
+    steps_wanted = request.steps
     try:
         track = load_config(TRACK, list(settings.track_overrides))
     except RlalError as exc:

@@ -31,8 +31,6 @@ from gpu_evidence import TABLE, TRACK
 
 from rlal.machine import in_words
 
-RUNS_PREFIX = f"runs/gpu-evidence/{TABLE}/"
-
 
 class UsageError(Exception):
     """Bad input: one line, exit status 2."""
@@ -43,6 +41,8 @@ class Call:
     """One call's quality step, as its ``evidence.jsonl`` recorded it."""
 
     folder: Path
+    table: str
+    """The table the call's runs were made for (``--name``; calls before it had none: cifar10-resnet56)."""
     started: str
     machine: str
     overrides: tuple[str, ...]
@@ -73,14 +73,17 @@ def read_call(folder: Path) -> Call:
     start, env, plan = one("run", "start"), one("prepare", "env"), one("quality", "plan")
     runs = tuple((r["method"], int(r["seed"])) for r in records
                  if r.get("step") == "quality" and r.get("kind") == "run" and r.get("status") == "done")
-    return Call(folder, start["time"], in_words(env), tuple(plan["overrides"]), int(plan["epochs"]),
-                int(plan["config_epochs"]), int(plan["concurrency"]), runs)
+    return Call(folder, plan.get("table", TABLE), start["time"], in_words(env), tuple(plan["overrides"]),
+                int(plan["epochs"]), int(plan["config_epochs"]), int(plan["concurrency"]), runs)
 
 
 def check_calls(calls: list[Call]) -> None:
     """One schedule for every call, and no (method, seed) twice."""
     first = calls[0]
     for call in calls[1:]:
+        if call.table != first.table:
+            raise UsageError(f"{call.folder} ran table {call.table}, {first.folder} table {first.table}: "
+                             "one merge makes one table")
         if call.overrides != first.overrides:
             differ = sorted(set(call.overrides) ^ set(first.overrides))
             raise UsageError(f"{call.folder} ran other settings than {first.folder} ({', '.join(differ)}): "
@@ -96,17 +99,18 @@ def check_calls(calls: list[Call]) -> None:
 
 
 def unpack_runs(calls: list[Call], runs_dir: Path) -> None:
-    """Each call's finished runs' records into ``runs_dir/<TABLE>/<method>/seed-<s>/``."""
+    """Each call's finished runs' records into ``runs_dir/<table>/<method>/seed-<s>/``."""
     for call in calls:
+        prefix = f"runs/gpu-evidence/{call.table}/"
         with tempfile.TemporaryDirectory() as tmp, tarfile.open(call.folder / "results.tar.gz") as tar:
-            tar.extractall(tmp, members=[m for m in tar.getmembers() if m.name.startswith(RUNS_PREFIX)],
+            tar.extractall(tmp, members=[m for m in tar.getmembers() if m.name.startswith(prefix)],
                            filter="data")
             for method, seed in call.runs:
-                source = Path(tmp) / RUNS_PREFIX / method / f"seed-{seed}"
+                source = Path(tmp) / prefix / method / f"seed-{seed}"
                 if not (source / "result.json").is_file():
                     raise UsageError(f"{call.folder}: results.tar.gz lacks {method} seed {seed}'s "
                                      "result.json")
-                shutil.copytree(source, runs_dir / TABLE / method / f"seed-{seed}")
+                shutil.copytree(source, runs_dir / call.table / method / f"seed-{seed}")
 
 
 def note(calls: list[Call]) -> str:
@@ -145,12 +149,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             unpack_runs(calls, Path(tmp))
             base = load_config(TRACK, list(calls[0].overrides))
             machines = " and ".join(dict.fromkeys(c.machine for c in calls))
-            path = write_results(TABLE, TRACK, base, Path(tmp), args.results_dir, note(calls), machines)
+            table = calls[0].table
+            path = write_results(table, TRACK, base, Path(tmp), args.results_dir, note(calls), machines)
         except (UsageError, RlalError, tarfile.TarError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        for run in sorted((Path(tmp) / TABLE).glob("*/seed-*")):  # replacing an earlier merge's copy
-            target = args.runs_dir / TABLE / run.parent.name / run.name
+        for run in sorted((Path(tmp) / table).glob("*/seed-*")):  # replacing an earlier merge's copy
+            target = args.runs_dir / table / run.parent.name / run.name
             shutil.rmtree(target, ignore_errors=True)
             shutil.copytree(run, target)
     print(f"wrote {path}")

@@ -227,6 +227,9 @@ def test_a_run_cut_short_still_renders():
     (["--seeds", "1,x", "--smoke"], "--seeds: expected comma-separated whole numbers, got '1,x'"),
     (["--seeds", "2,2", "--smoke"], "--seeds: expected distinct whole numbers >= 0"),
     (["--methods", "dense,magic", "--smoke"], "--methods: unknown method 'magic'"),
+    (["--name", "../docs", "--smoke"], "--name: '../docs' is not a plain name"),
+    (["--set", "env.round_to", "--smoke"], "--set: expected KEY=VALUE, got 'env.round_to'"),
+    (["--set", "env.no_such_key=1", "--smoke"], "no_such_key"),
     ([], "--data-dir is needed"),
     (["--data-dir", "/no/such/folder"], "--data-dir /no/such/folder: no such file or folder"),
 ])
@@ -278,3 +281,38 @@ def test_merging_calls_that_ran_other_settings_is_refused_in_one_line(tmp_path):
     assert proc.returncode == 2 and len(proc.stderr.splitlines()) == 1
     assert "ran other settings than" in proc.stderr and "train.epochs=12" in proc.stderr
     assert not (tmp_path / "results").exists() and not (tmp_path / "runs").exists()
+
+
+def test_calls_under_another_name_and_settings_make_their_own_table_and_merge_into_one(tmp_path):
+    # Two calls of one quality run each, under --name and --set (the next GPU call's shape), then the merge:
+    # its success path, on what the calls really wrote.
+    name, override = "smoke-nofill", "env.fill_budget=false"
+    data = ge.make_smoke_tarball(tmp_path / "data").parent  # one data folder: the calls' settings match
+    for seed in (0, 1):
+        out = tmp_path / f"call{seed}"
+        proc = run_script("--smoke", "--steps", "quality", "--methods", "uniform", "--seeds", str(seed),
+                          "--name", name, "--set", override, "--out", str(out), "--data-dir", str(data),
+                          "--work", str(tmp_path / f"w{seed}"), timeout=600)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        records = [json.loads(line) for line in (out / "evidence.jsonl").read_text().splitlines()]
+        (plan,) = of(records, "quality", "plan")
+        assert plan["table"] == name and override in plan["overrides"]
+        assert [r["status"] for r in of(records, "quality", "run")] == ["done"]
+        with tarfile.open(out / "results.tar.gz") as tar:
+            names = tar.getnames()
+        assert f"docs/results/{name}.json" in names
+        assert f"runs/gpu-evidence/{name}/uniform/seed-{seed}/result.json" in names
+        assert not any("cifar10-resnet56" in n for n in names)
+    merge = REPO / "bench" / "gpu_evidence_merge.py"
+    proc = subprocess.run([sys.executable, str(merge), str(tmp_path / "call0"), str(tmp_path / "call1"),
+                           "--results-dir", str(tmp_path / "results"), "--runs-dir", str(tmp_path / "runs")],
+                          capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads((tmp_path / "results" / f"{name}.json").read_text())
+    rows = rows["runs"] if isinstance(rows, dict) else rows
+    assert sorted((r["method"], r["seed"]) for r in rows) == [("uniform", 0), ("uniform", 1)]
+    for seed in (0, 1):
+        run = tmp_path / "runs" / name / "uniform" / f"seed-{seed}"
+        assert (run / "result.json").is_file()
+        assert "fill_budget: false" in (run / "config.yaml").read_text()
+    assert "2 calls of the device tool" in (tmp_path / "results" / f"{name}.md").read_text()
