@@ -59,11 +59,12 @@ QUALITY_METHODS = ("dense", "uniform", "rlal", "depgraph")
 EPOCH_IMAGES = 45_000
 """CIFAR-10's training images after the 5,000-image reward split: the epoch the figures are given for."""
 
-RUN_STARTUP_S = 35.0
+RUN_STARTUP_S = 15.0
 """Seconds a quality run spends outside its training epochs when 6 start together on one GPU: Python and
-torch import, the cached data read and copied, cuDNN's first kernels, the final test pass, the report. A
-guess until a GPU run measures it: each quality run's record has ``process_s`` (launch to exit) and
-``outside_epochs_s`` (its own time outside the training epochs)."""
+torch import, the cached data read and copied, cuDNN's first kernels, the final test pass, the report.
+Measured on the H200 (2026-12-04, docs/results/gpu-evidence-2026-12-04/call*.jsonl): dense and uniform runs
+spent 11-23 s outside their epochs (``process_s`` minus the run's own ``seconds``, plus its
+``outside_epochs_s``); the first guess, 35 s, predicted 225 s for 8 runs that took 195 s."""
 RUN_OVERHEAD = 1.3
 """Factor on the training epochs' time for what else an rlal run does in its epochs: the agent's episodes,
 the context fit, the SAC updates, the final choice's rescoring, the steered alignment's per-step norms."""
