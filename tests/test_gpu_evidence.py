@@ -261,15 +261,21 @@ def test_a_budget_too_short_for_the_runs_still_returns_the_rest(tmp_path):
         assert tar.getnames() == []
 
 
-def test_merging_calls_that_ran_other_settings_is_refused_in_one_line(tmp_path):
+@pytest.mark.parametrize(("second", "message"), [
+    ({"epochs": 12}, "ran other settings than"),
+    ({"table": "cifar10-resnet56-fill"}, "ran table cifar10-resnet56-fill"),
+])
+def test_merging_calls_that_ran_other_settings_is_refused_in_one_line(tmp_path, second, message):
     merge = Path(__file__).resolve().parent.parent / "bench" / "gpu_evidence_merge.py"
-    for name, epochs in (("a", 18), ("b", 12)):
+    for name, differs in (("a", {}), ("b", second)):
         call = tmp_path / name
         call.mkdir()
+        epochs = differs.get("epochs", 18)
+        table = {"table": differs["table"]} if "table" in differs else {}  # calls before --name had none
         records = [{"step": "run", "kind": "start", "time": "t"},
                    {"step": "prepare", "kind": "env", "cpu": "cpu", "cpu_count": 2, "cuda": None},
                    {"step": "quality", "kind": "plan", "epochs": epochs, "config_epochs": 30,
-                    "concurrency": 3, "overrides": [f"train.epochs={epochs}"]},
+                    "concurrency": 3, "overrides": [f"train.epochs={epochs}"], **table},
                    {"step": "quality", "kind": "run", "method": "uniform", "seed": 0 if name == "a" else 1,
                     "status": "done"}]
         (call / "evidence.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
@@ -278,8 +284,8 @@ def test_merging_calls_that_ran_other_settings_is_refused_in_one_line(tmp_path):
     proc = subprocess.run([sys.executable, str(merge), str(tmp_path / "a"), str(tmp_path / "b"),
                            "--results-dir", str(tmp_path / "results"), "--runs-dir", str(tmp_path / "runs")],
                           capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 2 and len(proc.stderr.splitlines()) == 1
-    assert "ran other settings than" in proc.stderr and "train.epochs=12" in proc.stderr
+    assert proc.returncode == 2 and len(proc.stderr.splitlines()) == 1 and message in proc.stderr
+    assert "train.epochs=12" in proc.stderr or "epochs" not in second
     assert not (tmp_path / "results").exists() and not (tmp_path / "runs").exists()
 
 
