@@ -13,7 +13,9 @@ On one H100/H200 (docs/gpu.md says how to call it through the device tool), in t
 3. ``quality``: dense, uniform, rlal (and depgraph when it fits) with seeds 0 and 1 on the track
    ``bench-gpu-cifar10-resnet56`` (ResNet-56, CIFAR-10, 50% MACs), several runs at a time through
    ``rlal bench quality``; the number of epochs is cut to what the probe says will fit (the table states
-   it), then the table ``cifar10-resnet56`` is written.
+   it), then the table ``cifar10-resnet56`` is written. ``--seeds``, ``--methods`` and
+   ``--quality-epochs`` add runs to it at the same schedule; ``--name T --set KEY=VALUE`` make a table ``T``
+   of runs under other settings (``bench/gpu_evidence_merge.py`` joins calls of one table).
 4. ``latency``: the dense model against step 3's pruned models, batch 1, 64 and 256, eager and compiled.
 
 Every step has a share of ``--budget`` (seconds); a step or case that cannot fit is skipped and says so.
