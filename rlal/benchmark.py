@@ -8,7 +8,8 @@ starts again. So seeds and methods can be added later without rerunning the rest
 (``docs/results/<name>.md``) holds only figures read from those ``result.json`` files; each row links to a
 copy of its runs' resolved configs (``docs/results/<name>/``), which ``rlal train --config`` reproduces.
 Runs that the table's records (``<name>.json``) hold but this machine's runs directory does not (a session
-whose machine is gone) are carried over as recorded, so that a table grows across machines.
+whose machine is gone) are carried over as recorded and not run again, so that a table grows across
+machines; ``--no-run`` runs nothing and only writes the table from what is there.
 """
 
 from __future__ import annotations
@@ -99,11 +100,15 @@ def parse_seeds(text: str) -> list[int]:
 def run_quality_bench(
     config_path: Path, name: str, methods: Sequence[str], seeds: Sequence[int], runs_dir: Path,
     results_dir: Path, overrides: Sequence[str] = (), log: Callable[[str], None] = print, note: str = "",
+    run: bool = True,
 ) -> Path:
-    """Run every missing (method, seed) and write the table; returns the table's path."""
+    """Run every (method, seed) that is neither finished here nor in the table's records (none if not
+    ``run``) and write the table; returns the table's path."""
     base = load_config(config_path, list(overrides))
     if base.method != "rlal":
         raise RlalError("the benchmark's config must be an rlal config (with the env and search sections)")
+    records = results_dir / f"{name}.json"
+    elsewhere = {(r.method, r.seed) for r in carried_over(records, collect(name, runs_dir))}
     # Three-stage baselines prune the dense run of their seed when there is one: that training is paid once.
     order = sorted(methods, key=lambda m: m != "dense")
     for method in order:
@@ -112,6 +117,12 @@ def run_quality_bench(
             if (run_dir / "result.json").exists():
                 log(f"{method} seed {seed}: done ({run_dir})")
                 continue
+            if (method, seed) in elsewhere:  # a committed figure is never silently replaced by a new run
+                log(f"{method} seed {seed}: done on another machine (recorded in {records}); not run again")
+                continue
+            if not run:
+                log(f"{method} seed {seed}: not run (--no-run)")
+                continue
             settings = [*METHODS[method], f"seed={seed}"]
             dense_dir = runs_dir / name / "dense" / f"seed-{seed}"
             if method in ("magnitude", "depgraph") and (dense_dir / "result.json").exists():
@@ -119,6 +130,9 @@ def run_quality_bench(
             config = method_config(base, settings)
             log(f"{method} seed {seed}: running -> {run_dir}")
             _run_one(config, run_dir)
+    if not collect(name, runs_dir) and elsewhere:  # nothing here to add: the table stays as it was written
+        log(f"no run of {name} on this machine: {results_dir / name}.md left as it was")
+        return results_dir / f"{name}.md"
     return write_results(name, config_path, base, runs_dir, results_dir, note)
 
 

@@ -198,6 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a key of the track's config for every method")
     p.add_argument("--note", default="", help="a line to state in the table (e.g. how the cores were shared)")
+    p.add_argument("--no-run", action="store_true",
+                   help="run nothing: write the table from the finished runs here and the table's records")
     p.set_defaults(run=cmd_bench_quality)
     return parser
 
@@ -397,8 +399,8 @@ def cmd_bench_quality(args: argparse.Namespace) -> int:
     path = resolve_config_path(args.config)
     name = args.name or path.stem.removeprefix("bench-")
     table = run_quality_bench(path, name, methods, seeds, args.runs_dir, args.results_dir, args.overrides,
-                              log=lambda line: print(line, flush=True), note=args.note)
-    print(f"table written to {table}")
+                              log=lambda line: print(line, flush=True), note=args.note, run=not args.no_run)
+    print(f"table: {table}")
     return 0
 
 

@@ -150,6 +150,33 @@ def test_a_table_rewritten_on_a_new_machine_keeps_the_runs_its_records_hold(tmp_
     assert "| `rlal` | 0 | 0.010 | 80.00 | 79.00 | 79.00 | 79.50 | +1.00 | uniform |" in text
 
 
+def test_runs_the_records_hold_are_not_run_again_and_no_run_runs_nothing(tmp_path):
+    config = tmp_path / "track.yaml"
+    config.write_text("method: rlal\n")
+    old_runs, new_runs, results = tmp_path / "old", tmp_path / "new", tmp_path / "results"
+    _finished_run(old_runs / "t" / "uniform" / "seed-0", 88.0)
+    write_results("t", config, load_config(config, []), old_runs, results)
+    recorded, table = results / "t.json", results / "t.md"
+    written = table.read_text()
+    logs: list[str] = []
+    # a new machine without runs: uniform seed 0 is in the records, rlal seed 0 nowhere, and --no-run
+    assert run_quality_bench(config, "t", ["uniform", "rlal"], [0], new_runs, results, log=logs.append,
+                             run=False) == table
+    assert logs == [f"uniform seed 0: done on another machine (recorded in {recorded}); not run again",
+                    "rlal seed 0: not run (--no-run)",
+                    f"no run of t on this machine: {results / 't'}.md left as it was"]
+    assert not new_runs.exists() and table.read_text() == written
+    # with a run of its own, the table is written again, the recorded run carried over
+    _finished_run(new_runs / "t" / "uniform" / "seed-1", 87.0)
+    logs.clear()
+    run_quality_bench(config, "t", ["uniform", "rlal"], [0, 1], new_runs, results, log=logs.append, run=False)
+    assert logs[:2] == [f"uniform seed 0: done on another machine (recorded in {recorded}); not run again",
+                        f"uniform seed 1: done ({new_runs / 't' / 'uniform' / 'seed-1'})"]
+    runs = [(r["method"], r["seed"]) for r in json.loads(recorded.read_text())]
+    assert runs == [("uniform", 0), ("uniform", 1)]
+    assert "| `rlal` |" not in table.read_text()
+
+
 def test_a_table_names_the_machine_its_runs_recorded_not_the_one_that_writes_it(tmp_path):
     config = tmp_path / "track.yaml"
     config.write_text("method: rlal\n")
