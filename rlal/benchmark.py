@@ -108,7 +108,9 @@ def run_quality_bench(
     if base.method != "rlal":
         raise RlalError("the benchmark's config must be an rlal config (with the env and search sections)")
     records = results_dir / f"{name}.json"
-    elsewhere = {(r.method, r.seed) for r in carried_over(records, collect(name, runs_dir))}
+    present = collect(name, runs_dir)
+    elsewhere = {(r.method, r.seed) for r in carried_over(records, present)}
+    ran = False
     # Three-stage baselines prune the dense run of their seed when there is one: that training is paid once.
     order = sorted(methods, key=lambda m: m != "dense")
     for method in order:
@@ -130,7 +132,8 @@ def run_quality_bench(
             config = method_config(base, settings)
             log(f"{method} seed {seed}: running -> {run_dir}")
             _run_one(config, run_dir)
-    if not collect(name, runs_dir) and elsewhere:  # nothing here to add: the table stays as it was written
+            ran = True
+    if not present and not ran and elsewhere:  # nothing here to add: the table stays as it was written
         log(f"no run of {name} on this machine: {results_dir / name}.md left as it was")
         return results_dir / f"{name}.md"
     return write_results(name, config_path, base, runs_dir, results_dir, note)
