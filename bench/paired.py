@@ -12,7 +12,8 @@ that re-ran seeds 1-4 and shares seed 0 with an older table).
     python bench/paired.py docs/results/t1-fmnist-resnet20-seeded.json:rlal \\
         docs/results/t1-fmnist-resnet20-proximal.json@0,docs/results/t1-fmnist-resnet20-seeded.json:random-search
 
-Prints one line per seed and the mean ± standard deviation of ``a - b`` in points. This is a benchmark
+Prints one line per seed and the mean ± standard deviation of ``a - b`` in points, with its standard error
+and 95% interval (Student's t). This is a benchmark
 script, not a test.
 """
 
@@ -20,10 +21,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 from pathlib import Path
 from typing import NoReturn
+
+from rlal.report.stats import summarize_paired
 
 
 def _fail(message: str) -> NoReturn:
@@ -85,8 +87,12 @@ def main() -> None:
     diffs = [a[s] - b[s] for s in seeds]
     for s, d in zip(seeds, diffs, strict=True):
         print(f"seed {s}: {a[s]:.2f} - {b[s]:.2f} = {d:+.2f}")
-    spread = f" ± {statistics.stdev(diffs):.2f}" if len(diffs) > 1 else ""
-    print(f"{name_a} - {name_b}, seeds {','.join(map(str, seeds))}: {statistics.mean(diffs):+.2f}{spread}")
+    s = summarize_paired(diffs)
+    spread = f" ± {s.std:.2f}" if s.std is not None else ""
+    uncertainty = ""
+    if s.se is not None and s.ci is not None:
+        uncertainty = f" (SE {s.se:.2f}, 95% interval [{s.ci[0]:+.2f}, {s.ci[1]:+.2f}])"
+    print(f"{name_a} - {name_b}, seeds {','.join(map(str, seeds))}: {s.mean:+.2f}{spread}{uncertainty}")
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from rlal.checkpoint import write_json, write_text
 from rlal.config import RunConfig, load_config, set_value
 from rlal.errors import RlalError
 from rlal.machine import host
+from rlal.report.stats import summarize_paired
 
 METHODS: dict[str, tuple[str, ...]] = {
     "dense": ("method=dense",),
@@ -307,15 +308,21 @@ def _paired_lines(records: Sequence[RunRecord]) -> list[str]:
         seeds, diffs = paired(records, a, b)
         if not seeds:
             continue
-        spread = f" ± {statistics.stdev(diffs):.2f}" if len(diffs) > 1 else ""
+        s = summarize_paired(diffs)
+        spread = f" ± {s.std:.2f}" if s.std is not None else ""
+        se = f"{s.se:.2f}" if s.se is not None else "–"
+        ci = f"[{s.ci[0]:+.2f}, {s.ci[1]:+.2f}]" if s.ci is not None else "–"
         each = ", ".join(f"{d:+.2f}" for d in diffs)
-        mean = statistics.mean(diffs)
-        rows.append(f"| `{a}` − `{b}` | {','.join(map(str, seeds))} | {mean:+.2f}{spread} | {each} |")
+        seeds_text = ",".join(map(str, seeds))
+        rows.append(f"| `{a}` − `{b}` | {seeds_text} | {s.mean:+.2f}{spread} | {se} | {ci} | {each} |")
     if not rows:
         return []
     return ["", "**Paired differences** of test accuracy over the same seeds (same data sample and test "
-            "images), mean ± standard deviation, in points:", "",
-            "| difference | seeds | mean | per seed |", "| --- | --- | --- | --- |", *rows]  # fmt: skip
+            "images), mean ± standard deviation, in points, with the standard error of the mean and its 95% "
+            "interval (Student's t, seeds − 1 degrees of freedom; an interval that holds 0 does not separate "
+            "the methods):", "",
+            "| difference | seeds | mean | SE | 95% interval | per seed |",
+            "| --- | --- | --- | --- | --- | --- |", *rows]  # fmt: skip
 
 
 def _cut_lines(records: Sequence[RunRecord]) -> list[str]:

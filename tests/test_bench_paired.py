@@ -19,14 +19,15 @@ def paired(a: str, b: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, str(SCRIPT), a, b], capture_output=True, text=True, check=False)
 
 
-def test_pairs_only_the_common_seeds_and_prints_mean_and_spread(tmp_path: Path) -> None:
+def test_pairs_only_the_common_seeds_and_prints_mean_spread_and_interval(tmp_path: Path) -> None:
     new = table(tmp_path / "new.json", [("rlal", 0, 92.0), ("rlal", 1, 91.0), ("rlal", 2, 90.0)])
     old = table(tmp_path / "old.json", [("uniform", 1, 90.5), ("uniform", 2, 90.5), ("uniform", 3, 80.0)])
     out = paired(f"{new}:rlal", f"{old}:uniform")
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert lines[:2] == ["seed 1: 91.00 - 90.50 = +0.50", "seed 2: 90.00 - 90.50 = -0.50"]
-    assert lines[2].endswith("seeds 1,2: +0.00 ± 0.71")
+    # two seeds: SE 0.71 / sqrt(2), and the interval is ± t(0.975, 1 df) = 12.71 standard errors wide
+    assert lines[2].endswith("seeds 1,2: +0.00 ± 0.71 (SE 0.50, 95% interval [-6.35, +6.35])")
 
 
 def test_a_seed_two_tables_hold_differently_is_refused_unless_one_table_is_limited(tmp_path: Path) -> None:
@@ -38,14 +39,14 @@ def test_a_seed_two_tables_hold_differently_is_refused_unless_one_table_is_limit
     assert clash.stderr.strip() == f"error: random-search seed 1 has two different accuracies in {old},{new}"
     out = paired(f"{old}@0,{new}:random-search", f"{base}:uniform")
     assert out.returncode == 0, out.stderr
-    assert out.stdout.splitlines()[-1].endswith("seeds 0,1,2: +0.33 ± 1.53")
+    assert "seeds 0,1,2: +0.33 ± 1.53 (SE 0.88, " in out.stdout.splitlines()[-1]
 
 
 def test_seed_selections_take_ranges_and_refuse_unreadable_ones(tmp_path: Path) -> None:
     runs = table(tmp_path / "t.json", [("rlal", s, 90.0 + s) for s in range(8)])
     base = table(tmp_path / "b.json", [("uniform", s, 90.0) for s in range(8)])
     out = paired(f"{runs}@1-3+6:rlal", f"{base}:uniform")
-    assert out.stdout.splitlines()[-1].endswith("seeds 1,2,3,6: +3.00 ± 2.16")
+    assert "seeds 1,2,3,6: +3.00 ± 2.16 (SE 1.08, " in out.stdout.splitlines()[-1]
     for bad in ("4-2", "x", ""):
         refused = paired(f"{runs}@{bad}:rlal", f"{base}:uniform")
         assert refused.returncode == 2

@@ -25,6 +25,7 @@ from rlal.benchmark import (
 from rlal.config import load_config
 from rlal.errors import RlalError
 from rlal.machine import cpu_name
+from rlal.report.stats import summarize_paired
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -76,7 +77,12 @@ def test_the_harness_runs_each_method_and_tabulates_only_what_the_runs_wrote(fmn
     dense_row = next(line for line in table.splitlines() if "`dense`" in line)
     assert "±" in dense_row and "0,1" in dense_row
     assert "`rlal`" in table and "`no-align`" in table  # rows of the earlier invocation stay
-    assert "| `uniform` − `dense` | 0,1 |" in table
+    pair = next(line for line in table.splitlines() if line.startswith("| `uniform` − `dense` | 0,1 |"))
+    cells = [cell.strip() for cell in pair.strip("|").split("|")]  # difference, seeds, mean, SE, interval
+    acc = {(m, s): json.loads((runs / "tiny" / m / f"seed-{s}" / "result.json").read_text())["test_acc"]
+           for m in ("uniform", "dense") for s in (0, 1)}  # fmt: skip
+    summary = summarize_paired([acc["uniform", s] - acc["dense", s] for s in (0, 1)])
+    assert cells[4] == f"[{summary.ci[0]:+.2f}, {summary.ci[1]:+.2f}]" and cells[3] == f"{summary.se:.2f}"
 
 
 def test_unknown_methods_and_bad_seeds_are_one_line_errors():
@@ -145,7 +151,7 @@ def test_a_table_rewritten_on_a_new_machine_keeps_the_runs_its_records_hold(tmp_
     assert records[("rlal", 1)]["test_acc"] == 88.0  # this machine's run folder wins over the record
     assert records[("rlal", 0)] == first[("rlal", 0)] and records[("uniform", 0)] == first[("uniform", 0)]
     assert records[("rlal", 0)]["cut"] == cut and records[("rlal", 0)]["final_choice"] == "uniform"
-    assert "| `rlal` − `uniform` | 0,1 | +0.75 ± 0.35 | +1.00, +0.50 |" in text
+    assert "| `rlal` − `uniform` | 0,1 | +0.75 ± 0.35 | 0.25 | [-2.43, +3.93] | +1.00, +0.50 |" in text
     assert "earlier `t.json`" in text and "uniform seed 0; rlal seed 0." in text
     assert "| `rlal` | 0 | 0.010 | 80.00 | 79.00 | 79.00 | 79.50 | +1.00 | uniform |" in text
 
