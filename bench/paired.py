@@ -13,8 +13,7 @@ that re-ran seeds 1-4 and shares seed 0 with an older table).
         docs/results/t1-fmnist-resnet20-proximal.json@0,docs/results/t1-fmnist-resnet20-seeded.json:random-search
 
 Prints one line per seed and the mean ± standard deviation of ``a - b`` in points, with its standard error
-and 95% interval (Student's t). This is a benchmark
-script, not a test.
+and 95% interval (Student's t). This is a benchmark script, not a test.
 """
 
 from __future__ import annotations
@@ -89,9 +88,7 @@ def main() -> None:
         print(f"seed {s}: {a[s]:.2f} - {b[s]:.2f} = {d:+.2f}")
     s = summarize_paired(diffs)
     spread = f" ± {s.std:.2f}" if s.std is not None else ""
-    uncertainty = ""
-    if s.se is not None and s.ci is not None:
-        uncertainty = f" (SE {s.se:.2f}, 95% interval [{s.ci[0]:+.2f}, {s.ci[1]:+.2f}])"
+    uncertainty = f" (SE {s.se:.2f}, 95% interval {s.interval_text()})" if s.se is not None else ""
     print(f"{name_a} - {name_b}, seeds {','.join(map(str, seeds))}: {s.mean:+.2f}{spread}{uncertainty}")
 
 

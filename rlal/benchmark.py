@@ -311,7 +311,7 @@ def _paired_lines(records: Sequence[RunRecord]) -> list[str]:
         s = summarize_paired(diffs)
         spread = f" ± {s.std:.2f}" if s.std is not None else ""
         se = f"{s.se:.2f}" if s.se is not None else "–"
-        ci = f"[{s.ci[0]:+.2f}, {s.ci[1]:+.2f}]" if s.ci is not None else "–"
+        ci = s.interval_text() or "–"
         each = ", ".join(f"{d:+.2f}" for d in diffs)
         seeds_text = ",".join(map(str, seeds))
         rows.append(f"| `{a}` − `{b}` | {seeds_text} | {s.mean:+.2f}{spread} | {se} | {ci} | {each} |")

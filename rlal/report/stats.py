@@ -63,6 +63,10 @@ class PairedSummary:
     ci: tuple[float, float] | None
     """95% interval, ``mean ± t(0.975, n − 1) * se``; None for a single seed."""
 
+    def interval_text(self) -> str | None:
+        """``[lo, hi]`` in signed points, as the tables print it; None for a single seed."""
+        return None if self.ci is None else f"[{self.ci[0]:+.2f}, {self.ci[1]:+.2f}]"
+
     @property
     def excludes_zero(self) -> bool:
         """Whether the 95% interval lies wholly on one side of zero (a two-sided t-test at 5%)."""
