@@ -15,6 +15,7 @@ machines; ``--no-run`` runs nothing and only writes the table from what is there
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import shutil
@@ -29,6 +30,7 @@ from rlal.config import RunConfig, load_config, set_value
 from rlal.errors import RlalError
 from rlal.machine import host
 from rlal.report.stats import summarize_paired
+from rlal.train.compute import matched_epochs, training_macs
 
 METHODS: dict[str, tuple[str, ...]] = {
     "dense": ("method=dense",),
@@ -44,6 +46,7 @@ METHODS: dict[str, tuple[str, ...]] = {
                    "search.align.step=subgradient"),
     "rlal-residual-floor": ("method=rlal", "env.residual_floor=uniform"),
     "rlal-subnet": ("method=rlal", "search.subnet_weight=1"),
+    "uniform-matched": ("method=uniform",),  # and the epochs of rlal's training compute: see matched_epochs
 }
 """Each benchmark row: the settings that turn the benchmark's config into that method."""
 
@@ -60,6 +63,7 @@ DESCRIPTIONS = {
                   "subgradient alignment",
     "rlal-residual-floor": "the method, its residual widths never below uniform's (needs env.policy=all)",
     "rlal-subnet": "the method with a drawn sub-network trained beside the dense model until the choice",
+    "uniform-matched": "uniform, trained for the epochs that rlal's training compute buys it",
 }
 
 
@@ -77,6 +81,8 @@ class RunRecord:
     epochs: int
     choice: str | None = None
     """Where a joint run's final plan came from (None for runs without a cut)."""
+    train_macs: float | None = None
+    """Training compute (:mod:`rlal.train.compute`), None when it cannot be counted from the schedule."""
 
 
 def parse_methods(text: str) -> list[str]:
@@ -127,6 +133,8 @@ def run_quality_bench(
                 log(f"{method} seed {seed}: not run (--no-run)")
                 continue
             settings = [*METHODS[method], f"seed={seed}"]
+            if method == "uniform-matched":
+                settings.append(f"train.epochs={matched_uniform_epochs(base, name, runs_dir, records)}")
             dense_dir = runs_dir / name / "dense" / f"seed-{seed}"
             if method in ("magnitude", "depgraph") and (dense_dir / "result.json").exists():
                 settings.append(f"baseline.dense_run={dense_dir}")
@@ -138,6 +146,25 @@ def run_quality_bench(
         log(f"no run of {name} on this machine: {results_dir / name}.md left as it was")
         return results_dir / f"{name}.md"
     return write_results(name, config_path, base, runs_dir, results_dir, note)
+
+
+def matched_uniform_epochs(base: RunConfig, name: str, runs_dir: Path, records: Path) -> int:
+    """The epochs at which uniform's small network spends the training compute of an rlal run of ``base``
+    (:mod:`rlal.train.compute`), taking the small network's MACs from a finished uniform run of the table
+    (rlal's cut network is on the same budget; the filled plans of the tracks differ from uniform's by under
+    1% of the MACs). The same for every seed, so the matched runs pair with the others seed by seed."""
+    present = collect(name, runs_dir)
+    uniform = [r for r in [*present, *carried_over(records, present)] if r.method == "uniform"]
+    if not uniform:
+        raise RlalError("uniform-matched needs a finished uniform run in the table (its MACs set the "
+                        "epochs): list uniform before it in --methods")
+    dense_macs, macs = int(uniform[0].result["dense_macs"]), int(uniform[0].result["macs"])
+    rlal = method_config(base, METHODS["rlal"])
+    compute = training_macs(rlal, rlal.train.epochs, dense_macs, macs)
+    if compute is None:
+        raise RlalError("uniform-matched needs data.train_subset set and no search.subnet_weight: its epochs "
+                        "are counted from the schedule")
+    return matched_epochs(compute, method_config(base, METHODS["uniform"]), macs)
 
 
 def method_config(base: RunConfig, settings: Sequence[str]) -> RunConfig:
@@ -174,8 +201,19 @@ def collect(name: str, runs_dir: Path) -> list[RunRecord]:
                 seconds += float(_dense_result(result["dense_run"], runs_dir / name / "dense" / run_dir.name,
                                                run_dir)["seconds"])
             choice = final_choice(run_dir) if "at_cut_cut_test_acc" in result else None
-            records.append(RunRecord(method, seed, run_dir, result, seconds, int(result["epochs"]), choice))
+            compute = run_compute(run_dir / "config.yaml", result, int(result["epochs"]))
+            records.append(RunRecord(method, seed, run_dir, result, seconds, int(result["epochs"]), choice,
+                                     compute))
     return records
+
+
+def run_compute(config_path: Path, result: dict[str, Any], epochs: int) -> float | None:
+    """The training compute of the run whose resolved config is at ``config_path`` (None when the file is
+    missing or the schedule is not countable)."""
+    if not config_path.is_file():
+        return None
+    macs = int(result["macs"])
+    return training_macs(load_config(config_path), epochs, int(result.get("dense_macs") or macs), macs)
 
 
 def _dense_result(recorded: str, beside: Path, run_dir: Path) -> dict[str, Any]:
@@ -220,7 +258,9 @@ def write_results(
     present = collect(name, runs_dir)
     if not present:
         raise RlalError(f"no finished run under {runs_dir / name}: nothing to tabulate")
-    carried = carried_over(results_dir / f"{name}.json", present)
+    carried = [r if r.train_macs is not None else dataclasses.replace(
+        r, train_macs=run_compute(results_dir / name / f"{r.method}-seed{r.seed}.yaml", r.result, r.epochs))
+        for r in carried_over(results_dir / f"{name}.json", present)]
     order = list(METHODS)
     records = sorted([*present, *carried], key=lambda r: (order.index(r.method), r.seed))
     methods = list(dict.fromkeys(r.method for r in records))
@@ -256,10 +296,15 @@ def write_results(
         *([f"- Carried over as recorded from this table's earlier `{name}.json` (run folders not on this "
            f"machine; they may come from another one): {_runs(carried)}."] if carried else []),
         "",
+        "- Training compute: 3 × images per epoch × (epochs on the dense network × its MACs + epochs on the "
+        "small one × its MACs), from each run's schedule (`rlal/train/compute.py`; the search's scoring "
+        "passes are not in it); in parentheses, as a multiple of uniform's.",
+        "",
         "| method | what it is | seeds | test acc. (%) | MACs | params | MACs reduction | epochs | "
-        "wall-clock | configs |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "training compute | wall-clock | configs |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
+    uniform_compute = _mean_compute([r for r in records if r.method == "uniform"])
     for method in methods:
         rows = [r for r in records if r.method == method]
         if not rows:
@@ -276,7 +321,8 @@ def write_results(
         lines.append(
             f"| `{method}` | {DESCRIPTIONS[method]} | {','.join(str(r.seed) for r in rows)} | {acc} | "
             f"{macs / 1e6:.2f} M | {params / 1e6:.3f} M | {1 - macs / dense_macs:.1%} | "
-            f"{statistics.mean(r.epochs for r in rows):g} | {seconds:.0f} s | {links} |"
+            f"{statistics.mean(r.epochs for r in rows):g} | {_compute_text(rows, uniform_compute)} | "
+            f"{seconds:.0f} s | {links} |"
         )
     lines += _paired_lines(records) + _cut_lines(records)
     if plot is not None:
@@ -287,10 +333,25 @@ def write_results(
     return path
 
 
+def _mean_compute(rows: Sequence[RunRecord]) -> float | None:
+    values = [r.train_macs for r in rows]
+    return statistics.mean(values) if values and None not in values else None  # type: ignore[type-var]
+
+
+def _compute_text(rows: Sequence[RunRecord], uniform: float | None) -> str:
+    """``18.9 T MACs (1.38×)``: the rows' mean training compute, and as a multiple of uniform's."""
+    mean = _mean_compute(rows)
+    if mean is None:
+        return "missing"
+    ratio = f" ({mean / uniform:.2f}×)" if uniform else ""
+    return f"{mean / 1e12:.1f} T MACs{ratio}"
+
+
 PAIRS: tuple[tuple[str, str], ...] = (
     ("rlal", "uniform"), ("rlal", "random-search"), ("rlal", "dense"), ("uniform", "dense"),
     ("random-search", "uniform"), ("rlal-paper", "uniform"), ("no-align", "uniform"),
     ("sac-no-dynamics", "uniform"), ("rlal-residual-floor", "uniform"), ("rlal-residual-floor", "rlal"),
+    ("rlal", "uniform-matched"), ("random-search", "uniform-matched"), ("uniform-matched", "uniform"),
 )
 """The paired differences the table reports (when both methods have a run of a common seed)."""
 
@@ -370,6 +431,7 @@ def run_record(r: RunRecord) -> dict[str, Any]:
         "cut": {k.removeprefix("at_cut_"): v for k, v in res.items() if k.startswith("at_cut_")} or None,
         "final_choice": r.choice,
         "plan": res.get("plan"),
+        "train_macs": r.train_macs,
     }  # fmt: skip
 
 
@@ -381,7 +443,7 @@ def from_record(saved: dict[str, Any]) -> RunRecord:
         result["dense_macs"] = saved["dense_macs"]
     result |= {f"at_cut_{key}": value for key, value in (saved.get("cut") or {}).items()}
     return RunRecord(str(saved["method"]), int(saved["seed"]), None, result, float(saved["seconds"]),
-                     int(saved["epochs"]), saved.get("final_choice"))
+                     int(saved["epochs"]), saved.get("final_choice"), saved.get("train_macs"))
 
 
 def _runs(records: Sequence[RunRecord]) -> str:

@@ -1,0 +1,75 @@
+"""Training compute: the multiply-accumulates a run's training steps spend, so that methods can be compared at
+the same training cost and not only at the same epochs (issue 10).
+
+A training step costs about three forward passes (the forward, and a backward that is about twice it), on
+whichever network is training then: the joint method trains the dense network until its cut and the small
+one after it; the three-stage baselines train the dense one, then fine-tune the small one. So
+
+    compute = 3 x images per epoch x (epochs on the dense network x dense MACs + epochs on the small one x
+              small MACs)
+
+It is counted from the run's schedule (epochs, images per epoch after ``drop_last``, the two networks' MACs),
+so it is the same on every machine, where wall-clock is not. It leaves out the joint method's scoring of
+sub-networks (forward passes of the masked dense network on the reward split); docs/benchmarks.md gives its
+size on the shipped tracks.
+"""
+
+from __future__ import annotations
+
+import math
+
+from rlal.config import RunConfig
+
+STEP_FORWARDS = 3
+"""A training step in forward passes: the forward and a backward of about twice its MACs."""
+
+
+def images_per_epoch(config: RunConfig) -> int | None:
+    """Images one training epoch steps on (the training loader drops its last incomplete batch); None when
+    ``data.train_subset`` is not set (the split's size then depends on the data)."""
+    n = config.data.train_subset
+    if n is None:
+        return None
+    batch = config.data.batch_size
+    return n if n < batch else (n // batch) * batch
+
+
+def dense_and_small_epochs(config: RunConfig, epochs: int) -> tuple[int, int] | None:
+    """``(epochs training the dense network, epochs training the small one)`` of a run of ``config`` that
+    recorded ``epochs`` in all; None for a schedule this does not model (sub-network training beside the
+    dense one: ``search.subnet_weight > 0``)."""
+    method = config.method
+    if method == "dense":
+        return epochs, 0
+    if method == "uniform":
+        return 0, epochs
+    if method == "rlal":
+        if config.search.subnet_weight > 0:
+            return None
+        return config.search.cut_epoch, epochs - config.search.cut_epoch
+    # magnitude, depgraph: the recorded epochs are pre-training (or the dense run's) + fine-tuning
+    for pretrain in range(1, epochs):
+        _, finetune = config.baseline.resolved_epochs(config.train.epochs, dense_epochs=pretrain)
+        if pretrain + finetune == epochs:
+            return pretrain, finetune
+    return None
+
+
+def training_macs(config: RunConfig, epochs: int, dense_macs: int, macs: int) -> float | None:
+    """Training compute of a run of ``config`` (see the module docstring), in MACs; None when it cannot be
+    counted from the schedule (see :func:`images_per_epoch` and :func:`dense_and_small_epochs`)."""
+    images = images_per_epoch(config)
+    split = dense_and_small_epochs(config, epochs)
+    if images is None or split is None:
+        return None
+    dense_epochs, small_epochs = split
+    return float(STEP_FORWARDS * images * (dense_epochs * dense_macs + small_epochs * macs))
+
+
+def matched_epochs(compute: float, config: RunConfig, macs: int) -> int:
+    """The epochs of a network of ``macs`` trained under ``config`` that spend ``compute`` (the nearest whole
+    number, at least 1): the epoch budget that puts a from-scratch run at another run's training cost."""
+    images = images_per_epoch(config)
+    if images is None:
+        raise ValueError("matched epochs need data.train_subset (the images per epoch)")
+    return max(1, math.floor(compute / (STEP_FORWARDS * images * macs) + 0.5))
