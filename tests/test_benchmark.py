@@ -15,6 +15,7 @@ from rlal.benchmark import (
     METHODS,
     RunRecord,
     from_record,
+    matched_uniform_epochs,
     method_config,
     parse_methods,
     parse_seeds,
@@ -247,3 +248,59 @@ def test_a_three_stage_run_moved_off_its_machine_finds_its_dense_run_beside_it(t
     with pytest.raises(RlalError, match=r"pruned the dense run /gone/machine/runs/t/dense/seed-0, which is "
                                         r"neither there nor at .*dense/seed-0"):
         write_results("t", config, base, runs, tmp_path / "results2")
+
+
+def _track(tmp_path):
+    config = tmp_path / "track.yaml"
+    config.write_text("method: rlal\ndata:\n  train_subset: 1000\ntrain:\n  epochs: 12\nsearch:\n"
+                      "  warmup_epochs: 1\n  search_epochs: 2\n  align_epochs: 1\n")
+    return config, load_config(config, [])
+
+
+def test_uniform_matched_trains_for_the_epochs_rlals_compute_buys(tmp_path):
+    config, base = _track(tmp_path)
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    with pytest.raises(RlalError, match="uniform-matched needs a finished uniform run in the table"):
+        run_quality_bench(config, "t", ["uniform-matched"], [0], runs, results)
+    assert not runs.exists()
+    # uniform's network has half the dense MACs: rlal's 4 dense + 8 small epochs cost 16 small ones
+    _finished_run(runs / "t" / "uniform" / "seed-0", 88.0)  # macs 500 of dense 1000
+    assert matched_uniform_epochs(base, "t", runs, results / "t.json") == 16
+    # from the table's records alone, on a machine without the uniform run
+    write_results("t", config, base, runs, results)
+    assert matched_uniform_epochs(base, "t", tmp_path / "elsewhere", results / "t.json") == 16
+
+
+def test_the_table_gives_each_methods_training_compute_and_as_a_multiple_of_uniforms(tmp_path):
+    config, base = _track(tmp_path)
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    for method, acc, settings in (("uniform", 88.0, "method: uniform"), ("rlal", 88.5, "method: rlal"),
+                                  ("uniform-matched", 89.0, "method: uniform\ntrain:\n  epochs: 16")):
+        _finished_run(runs / "t" / method / "seed-0", acc)
+        (runs / "t" / method / "seed-0" / "config.yaml").write_text(
+            f"{settings}\ndata:\n  train_subset: 1000\nsearch:\n  warmup_epochs: 1\n  search_epochs: 2\n"
+            "  align_epochs: 1\n")
+    result = runs / "t" / "uniform-matched" / "seed-0" / "result.json"
+    result.write_text(json.dumps(json.loads(result.read_text()) | {"epochs": 16}))
+    for method in ("uniform", "rlal"):  # recorded as 12-epoch runs
+        path = runs / "t" / method / "seed-0" / "result.json"
+        path.write_text(json.dumps(json.loads(path.read_text()) | {"epochs": 12}))
+    text = write_results("t", config, base, runs, results).read_text()
+    step = 3 * 896
+    rows = {line.split("`")[1]: line for line in text.splitlines()
+            if line.startswith("| `") and " T MACs" in line}
+    assert f"| {step * 12 * 500 / 1e12:.1f} T MACs (1.00×) |" in rows["uniform"]
+    assert "(1.33×)" in rows["rlal"] and "(1.33×)" in rows["uniform-matched"]  # (4 x 1000 + 8 x 500) / 6000
+    assert "| `rlal` − `uniform-matched` | 0 | -0.50 |" in text
+    records = {r["method"]: r for r in json.loads((results / "t.json").read_text())}
+    assert records["rlal"]["train_macs"] == step * (4 * 1000 + 8 * 500)
+    # records written before training compute was recorded get it from the runs' committed configs
+    saved = json.loads((results / "t.json").read_text())
+    (results / "t.json").write_text(json.dumps([{k: v for k, v in r.items() if k != "train_macs"}
+                                                for r in saved]))
+    _finished_run(tmp_path / "new" / "t" / "uniform" / "seed-1", 87.0)
+    write_results("t", config, base, tmp_path / "new", results)
+    records = {(r["method"], r["seed"]): r for r in json.loads((results / "t.json").read_text())}
+    assert records[("rlal", 0)]["train_macs"] == step * (4 * 1000 + 8 * 500)
+    assert records[("uniform-matched", 0)]["train_macs"] == step * 16 * 500
+    assert records[("uniform", 1)]["train_macs"] is None  # its config (method: rlal, no subset) cannot say

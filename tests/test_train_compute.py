@@ -1,0 +1,66 @@
+"""Training compute counted from a run's schedule: which network trains in which epoch, on how many images."""
+
+from __future__ import annotations
+
+import pytest
+
+from rlal.benchmark import METHODS, method_config
+from rlal.config import load_config, resolve_config_path
+from rlal.train.compute import images_per_epoch, matched_epochs, training_macs
+
+DENSE, SMALL = 1000, 400
+
+
+def _config(method: str, *overrides: str):
+    base = load_config(None, ["data.train_subset=1000", "data.batch_size=128", "train.epochs=12",
+                              "search.warmup_epochs=1", "search.search_epochs=2", "search.align_epochs=1",
+                              *overrides])
+    return method_config(base, [f"method={method}"])
+
+
+def test_an_epoch_steps_on_whole_batches_only():
+    assert images_per_epoch(_config("uniform")) == 896  # 7 batches of 128; the last 104 images are dropped
+    assert images_per_epoch(_config("uniform", "data.train_subset=100")) == 100  # under one batch: kept
+    assert images_per_epoch(load_config(None, [])) is None  # the whole split: its size is the data's
+
+
+def test_each_method_is_charged_for_the_network_it_trains_in_each_epoch():
+    step = 3 * 896  # forward + backward, per image of an epoch
+    assert training_macs(_config("dense"), 12, DENSE, DENSE) == step * 12 * DENSE
+    assert training_macs(_config("uniform"), 12, DENSE, SMALL) == step * 12 * SMALL
+    # the joint method: dense until its cut (warm-up 1 + search 2 + align 1), the small network after
+    assert training_macs(_config("rlal"), 12, DENSE, SMALL) == step * (4 * DENSE + 8 * SMALL)
+    # three-stage baselines: the dense run (or their own pre-training), then fine-tuning
+    depgraph = _config("depgraph", "baseline.finetune_epochs=3")
+    assert training_macs(depgraph, 15, DENSE, SMALL) == step * (12 * DENSE + 3 * SMALL)
+    magnitude = _config("magnitude")  # fine-tuning defaults to half the pre-training
+    assert training_macs(magnitude, 18, DENSE, SMALL) == step * (12 * DENSE + 6 * SMALL)
+
+
+def test_schedules_it_cannot_count_are_none_not_a_guess():
+    assert training_macs(_config("rlal", "search.subnet_weight=1"), 12, DENSE, SMALL) is None
+    assert training_macs(method_config(load_config(None, []), ["method=uniform"]), 12, DENSE, SMALL) is None
+
+
+def test_matched_epochs_spend_the_compute_to_the_nearest_epoch():
+    uniform = _config("uniform")
+    assert matched_epochs(training_macs(uniform, 12, DENSE, SMALL), uniform, SMALL) == 12
+    rlal = training_macs(_config("rlal"), 12, DENSE, SMALL)  # 4 x 2.5 + 8 = 18 small-network epochs
+    assert matched_epochs(rlal, uniform, SMALL) == 18
+    assert matched_epochs(rlal * 1.02, uniform, SMALL) == 18  # 18.36
+    assert matched_epochs(rlal * 1.04, uniform, SMALL) == 19  # 18.72
+    assert matched_epochs(1.0, uniform, SMALL) == 1
+
+
+@pytest.mark.parametrize("track", ["bench-t1-fmnist-resnet20", "bench-cpu-cifar10-resnet20"])
+def test_on_the_cpu_tracks_rlal_costs_what_uniform_spends_in_16_epochs(track):
+    # MACs of the tracks' dense ResNet-20 and uniform plan with round_to 8, as their tables record them
+    dense, small = {"bench-t1-fmnist-resnet20": (31_021_952, 15_216_512),
+                    "bench-cpu-cifar10-resnet20": (40_813_184, 20_169_344)}[track]
+    base = load_config(resolve_config_path(track), ["env.round_to=8"])
+    rlal = method_config(base, METHODS["rlal"])
+    uniform = method_config(base, METHODS["uniform"])
+    compute = training_macs(rlal, rlal.train.epochs, dense, small)
+    spent = training_macs(uniform, uniform.train.epochs, dense, small)
+    assert compute / spent == pytest.approx(1.35, abs=0.01)
+    assert matched_epochs(compute, uniform, small) == 16
