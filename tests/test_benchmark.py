@@ -282,15 +282,16 @@ def test_the_table_gives_each_methods_training_compute_and_as_a_multiple_of_unif
             "  align_epochs: 1\n")
     result = runs / "t" / "uniform-matched" / "seed-0" / "result.json"
     result.write_text(json.dumps(json.loads(result.read_text()) | {"epochs": 16}))
-    for method in ("uniform", "rlal"):  # recorded as 12-epoch runs
+    for method, counted in (("uniform", {}), ("rlal", {"search_macs": 2.0e12})):  # 12-epoch runs
         path = runs / "t" / method / "seed-0" / "result.json"
-        path.write_text(json.dumps(json.loads(path.read_text()) | {"epochs": 12}))
+        path.write_text(json.dumps(json.loads(path.read_text()) | {"epochs": 12, **counted}))
     text = write_results("t", config, base, runs, results).read_text()
     step = 3 * 896
     rows = {line.split("`")[1]: line for line in text.splitlines()
             if line.startswith("| `") and " T MACs" in line}
     assert f"| {step * 12 * 500 / 1e12:.1f} T MACs (1.00×) |" in rows["uniform"]
-    assert "(1.33×)" in rows["rlal"] and "(1.33×)" in rows["uniform-matched"]  # (4 x 1000 + 8 x 500) / 6000
+    assert "(1.33×) + 2.0 T scoring |" in rows["rlal"]  # (4 x 1000 + 8 x 500) / 6000, and the counted passes
+    assert "(1.33×) |" in rows["uniform-matched"]
     assert "| `rlal` − `uniform-matched` | 0 | -0.50 |" in text
     records = {r["method"]: r for r in json.loads((results / "t.json").read_text())}
     assert records["rlal"]["train_macs"] == step * (4 * 1000 + 8 * 500)
@@ -302,5 +303,6 @@ def test_the_table_gives_each_methods_training_compute_and_as_a_multiple_of_unif
     write_results("t", config, base, tmp_path / "new", results)
     records = {(r["method"], r["seed"]): r for r in json.loads((results / "t.json").read_text())}
     assert records[("rlal", 0)]["train_macs"] == step * (4 * 1000 + 8 * 500)
+    assert records[("rlal", 0)]["search_macs"] == 2.0e12
     assert records[("uniform-matched", 0)]["train_macs"] == step * 16 * 500
     assert records[("uniform", 1)]["train_macs"] is None  # its config (method: rlal, no subset) cannot say

@@ -101,6 +101,9 @@ def test_a_joint_run_stopped_after_any_epoch_resumes_to_the_uninterrupted_result
     assert same_metrics(out, reference_dir)
     saved = json.loads((out / "result.json").read_text())
     assert saved["resumed"] is True and saved["plan"] == reference.plan.to_dict()
+    # the search's scoring passes are counted once, whatever epoch the run was stopped after
+    uninterrupted = json.loads((reference_dir / "result.json").read_text())
+    assert saved["search_forward_images"] == uninterrupted["search_forward_images"] > 0
 
 
 @pytest.mark.parametrize("path", ["geometric", "linear"])

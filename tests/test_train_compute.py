@@ -1,12 +1,19 @@
-"""Training compute counted from a run's schedule: which network trains in which epoch, on how many images."""
+"""Training compute counted from a run's schedule (which network trains in which epoch, on how many images),
+and the search's scoring passes counted as a joint run makes them."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
+from test_resume import joint_overrides
+from test_train import fmnist_dir  # noqa: F401  (fixture re-used)
 
 from rlal.benchmark import METHODS, method_config
 from rlal.config import load_config, resolve_config_path
+from rlal.report.metrics import read_metrics
 from rlal.train.compute import images_per_epoch, matched_epochs, training_macs
+from rlal.train.joint import fit_joint
 
 DENSE, SMALL = 1000, 400
 
@@ -64,3 +71,24 @@ def test_on_the_cpu_tracks_rlal_costs_what_uniform_spends_in_16_epochs(track):
     spent = training_macs(uniform, uniform.train.epochs, dense, small)
     assert compute / spent == pytest.approx(1.35, abs=0.01)
     assert matched_epochs(compute, uniform, small) == 16
+
+
+def test_a_joint_run_counts_every_image_its_search_scores(fmnist_dir, tmp_path):  # noqa: F811
+    # in the search, BN statistics not re-estimated: each scoring is one pass over the 100 reward images
+    config = load_config(None, [*joint_overrides(fmnist_dir), "env.bn_recalibration_batches=0",
+                                "search.final_bn_sets=2"])
+    fit_joint(config, tmp_path / "run")
+    result = json.loads((tmp_path / "run" / "result.json").read_text())
+    episodes = json.loads((tmp_path / "run" / "episodes.json").read_text())
+    choice = next(r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if r["phase"] == "final-choice")
+    uniform = next(c["plan"] for c in choice["candidates"] if c["source"] == "uniform")
+    # a plan is scored once per epoch (repeats are answered from the epoch's record), the uniform plan too
+    plans_per_epoch = [
+        {tuple(sorted(e["keep"].items())) for e in episodes if e["epoch"] == epoch}
+        | {tuple(sorted(uniform.items()))}
+        for epoch in sorted({e["epoch"] for e in episodes})
+    ]
+    # the final choice scores each candidate on 2 BN sets, each re-estimated on one batch of 64 first
+    images = 100 * sum(len(p) for p in plans_per_epoch) + len(choice["candidates"]) * 2 * (64 + 100)
+    assert result["search_forward_images"] == images
+    assert result["search_macs"] == images * result["dense_macs"]

@@ -9,14 +9,19 @@ one after it; the three-stage baselines train the dense one, then fine-tune the 
               small MACs)
 
 It is counted from the run's schedule (epochs, images per epoch after ``drop_last``, the two networks' MACs),
-so it is the same on every machine, where wall-clock is not. It leaves out the joint method's scoring of
-sub-networks (forward passes of the masked dense network on the reward split); docs/benchmarks.md gives its
-size on the shipped tracks.
+so it is the same on every machine, where wall-clock is not. The joint method's scoring of sub-networks
+(forward passes of the masked dense network) is not in it: a run counts those passes as it makes them
+(:class:`ForwardImages`, ``search_forward_images`` in its ``result.json``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
+from typing import Any
+
+from torch import nn
 
 from rlal.config import RunConfig
 
@@ -73,3 +78,23 @@ def matched_epochs(compute: float, config: RunConfig, macs: int) -> int:
     if images is None:
         raise ValueError("matched epochs need data.train_subset (the images per epoch)")
     return max(1, math.floor(compute / (STEP_FORWARDS * images * macs) + 0.5))
+
+
+class ForwardImages:
+    """Counts the images that a model's forward passes see inside :meth:`counting` blocks: the joint method
+    counts its scoring of sub-networks (the masked dense network on the reward split, and the training
+    batches its BN statistics are re-estimated on) so that a run records what its search cost."""
+
+    def __init__(self, images: int = 0) -> None:
+        self.images = images
+
+    @contextlib.contextmanager
+    def counting(self, model: nn.Module) -> Iterator[None]:
+        handle = model.register_forward_pre_hook(self._count)
+        try:
+            yield
+        finally:
+            handle.remove()
+
+    def _count(self, module: nn.Module, args: tuple[Any, ...]) -> None:
+        self.images += int(args[0].shape[0])

@@ -70,6 +70,7 @@ from rlal.structure import (
 )  # fmt: skip
 from rlal.train.align import AlignmentRegularizer, lambda_at
 from rlal.train.choice import FinalChoice, decide, score_plans
+from rlal.train.compute import ForwardImages
 from rlal.train.dense import epoch_record, eval_due, format_epoch, input_shape, model_arch, place, setup
 from rlal.train.distributed import Dist, SilentMetrics, check_same_config, shard
 from rlal.train.epoch import EpochStats, evaluate, train_one_epoch
@@ -125,6 +126,7 @@ def train_and_prune(
     last_search = s.warmup_epochs + s.search_epochs
     final: Plan | None = None
     at_cut: dict[str, Any] = {}
+    scoring = ForwardImages()  # the search's forward passes, summed over the ranks: what scoring costs
 
     # Rank 0 opens the run directory and reads the checkpoint; the other ranks receive it from rank 0.
     run_dir, metrics, checkpoint = dist.on_main(lambda: open_run(
@@ -155,6 +157,7 @@ def train_and_prune(
         env.load_state_dict(state["env"])
         set_rng_state(state["rng"])
         done, seconds_before = checkpoint.epoch, state["seconds"]
+        scoring.images = state.get("scored_images", 0)
     step = dist.wrap(model, config.train.sync_bn)
 
     test = None
@@ -170,12 +173,15 @@ def train_and_prune(
                 t = epoch - s.warmup_epochs - 1  # indexes the epoch context z_t
                 # The agent acts on the weights as they are now (the previous epoch's), then the weights
                 # train toward its plan: so the first search epoch is aligned too.
-                episodes = run_agent_episodes(env, agent, context, t, s.episodes_per_epoch, dist=dist,
-                                              progress=config.train.progress, desc=f"search {epoch} agent")
-                decoder_heldout = context.mse(episodes) if context is not None else float("nan")
-                decoder_loss = context.fit(env.history) if context is not None else float("nan")
-                agent_losses = agent.update(context)
-                plan = select_plan(env, agent, context, t, episodes, s)
+                rank_scoring = ForwardImages()
+                with rank_scoring.counting(model):
+                    episodes = run_agent_episodes(
+                        env, agent, context, t, s.episodes_per_epoch, dist=dist,
+                        progress=config.train.progress, desc=f"search {epoch} agent")
+                    decoder_heldout = context.mse(episodes) if context is not None else float("nan")
+                    decoder_loss = context.fit(env.history) if context is not None else float("nan")
+                    agent_losses = agent.update(context)
+                    plan = select_plan(env, agent, context, t, episodes, s)
                 dist.same(plan.keep, f"the plan to align to in epoch {epoch}")
                 align.set_plan(plan, criterion=config.env.criterion, scores=_scores(env))
                 align.lam = lambda_at(t, s.align)
@@ -197,10 +203,12 @@ def train_and_prune(
                 })
                 if epoch == last_search:  # freeze the architecture; alignment to it follows
                     scores = channel_importance(structure, config.env.criterion)  # the latest weights
-                    final, record = choose_final(env, agent, context, s, data, runtime, config, scores)
+                    with rank_scoring.counting(model):
+                        final, record = choose_final(env, agent, context, s, data, runtime, config, scores)
                     dist.same(final.keep, "the final plan")
                     metrics.write({"phase": "final-choice", "epoch": epoch, "rule": s.final, **record})
                     align.set_plan(final, criterion=config.env.criterion, scores=scores)
+                scoring.images += sum(dist.gather(rank_scoring.images))
 
             elif epoch <= s.cut_epoch:  # alignment to the frozen final plan, steered toward the target
                 if epoch == last_search + 1 and s.align.lam > 0:
@@ -240,6 +248,7 @@ def train_and_prune(
                     "final_plan": final.to_dict() if final is not None else None,
                     "at_cut": at_cut or None,
                     "rng": rng_state(),
+                    "scored_images": scoring.images,
                     "metrics_lines": metrics.lines,
                     "seconds": seconds_before + time.perf_counter() - start,
                 })
@@ -269,6 +278,8 @@ def train_and_prune(
         "target_macs": config.env.target_macs, "epochs": config.train.epochs, "seconds": seconds,
         "device": runtime.describe(), "resumed": checkpoint is not None,
         "plan": final.to_dict(), **{f"at_cut_{k}": v for k, v in at_cut.items()},
+        # the search's scoring, forward passes of the masked dense network (see rlal.train.compute)
+        "search_forward_images": scoring.images, "search_macs": scoring.images * result.dense_macs,
         **latency_check(env.budget, final, model),
     })  # fmt: skip
     write_report(run_dir)
