@@ -72,6 +72,7 @@ from rlal.env.budget import Budget
 from rlal.env.reward import first_batches
 from rlal.errors import RlalError
 from rlal.machine import cpu_name
+from rlal.report.stats import summarize_paired
 from rlal.structure import Plan, Structure, channel_importance, cut, find_layers
 from rlal.train.choice import score_plans
 from rlal.train.dense import build_model, input_shape, place, setup
@@ -508,8 +509,9 @@ def summary(out: Path) -> None:
 
 
 def paired_over_seeds(records: list[dict[str, Any]], key: str = "scratch_final_test_acc") -> dict[str, Any]:
-    """Each plan's ``key`` minus the uniform plan's (index 0) on the same seed: per seed, mean and sample std.
-    Seeds on which either did not train are left out of that plan's pairs."""
+    """Each plan's ``key`` minus the uniform plan's (index 0) on the same seed: per seed, mean, sample std,
+    standard error and 95% t interval (None from one seed). Seeds on which either did not train are left out
+    of that plan's pairs."""
     uniform = {r["seed"]: r[key] for r in records if r["index"] == 0}
     by_plan: dict[str, dict[int, float]] = {}
     for r in sorted(records, key=lambda r: (r["index"], r["seed"])):
@@ -517,11 +519,15 @@ def paired_over_seeds(records: list[dict[str, Any]], key: str = "scratch_final_t
             by_plan.setdefault(r["source"], {})[r["seed"]] = round(r[key] - uniform[r["seed"]], 2)
     result = {}
     for source, diffs in by_plan.items():
-        values = np.array(list(diffs.values()))
-        result[source] = {"seeds": list(diffs), "differences": list(diffs.values()),
-                          "mean": round(float(values.mean()), 2),
-                          "std": round(float(values.std(ddof=1)), 2) if len(values) > 1 else None}
+        s = summarize_paired(list(diffs.values()))
+        result[source] = {"seeds": list(diffs), "differences": list(diffs.values()), "mean": round(s.mean, 2),
+                          "std": _rounded(s.std), "se": _rounded(s.se),
+                          "interval_95": [round(v, 2) for v in s.ci] if s.ci is not None else None}
     return result
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
 
 
 def _correlations(out: Path, scratch_records: dict[int, dict[str, Any]],

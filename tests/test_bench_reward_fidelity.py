@@ -63,7 +63,11 @@ def test_paired_over_seeds_subtracts_uniform_of_the_same_seed_and_skips_seeds_un
     assert paired["plan-2"]["differences"] == [0.5, -1.0]
     assert paired["plan-2"]["mean"] == pytest.approx(-0.25)
     assert paired["plan-2"]["std"] == pytest.approx(round((2 * 0.75**2) ** 0.5, 2))
-    assert paired["plan-3"] == {"seeds": [8], "differences": [0.25], "mean": 0.25, "std": None}
+    assert paired["plan-2"]["se"] == pytest.approx(0.75)  # std / sqrt(2)
+    assert paired["plan-2"]["interval_95"] == pytest.approx([-0.25 - 12.706 * 0.75, -0.25 + 12.706 * 0.75],
+                                                            abs=0.01)  # t(0.975, 1 df) = 12.706
+    assert paired["plan-3"] == {"seeds": [8], "differences": [0.25], "mean": 0.25, "std": None, "se": None,
+                                "interval_95": None}
 
 
 def test_scratch_records_written_without_a_seed_count_as_the_runs_own(tmp_path):
