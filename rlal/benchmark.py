@@ -295,7 +295,6 @@ def write_results(
         *([f"- {note}"] if note else []),
         *([f"- Carried over as recorded from this table's earlier `{name}.json` (run folders not on this "
            f"machine; they may come from another one): {_runs(carried)}."] if carried else []),
-        "",
         "- Training compute: 3 × images per epoch × (epochs on the dense network × its MACs + epochs on the "
         "small one × its MACs), from each run's schedule (`rlal/train/compute.py`); in parentheses, as a "
         "multiple of uniform's. The joint method's scoring of sub-networks (forward passes of the masked "
