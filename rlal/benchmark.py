@@ -150,21 +150,42 @@ def run_quality_bench(
 
 def matched_uniform_epochs(base: RunConfig, name: str, runs_dir: Path, records: Path) -> int:
     """The epochs at which uniform's small network spends the training compute of an rlal run of ``base``
-    (:mod:`rlal.train.compute`), taking the small network's MACs from a finished uniform run of the table
-    (rlal's cut network is on the same budget; the filled plans of the tracks differ from uniform's by under
-    1% of the MACs). The same for every seed, so the matched runs pair with the others seed by seed."""
+    (:mod:`rlal.train.compute`), rlal's cut network counted at the uniform plan's MACs (it is on the same
+    budget; the tracks' filled plans differ from uniform's by under 1% of the MACs). The same for every seed,
+    so the matched runs pair with the others seed by seed."""
     present = collect(name, runs_dir)
     uniform = [r for r in [*present, *carried_over(records, present)] if r.method == "uniform"]
-    if not uniform:
-        raise RlalError("uniform-matched needs a finished uniform run in the table (its MACs set the "
-                        "epochs): list uniform before it in --methods")
-    dense_macs, macs = int(uniform[0].result["dense_macs"]), int(uniform[0].result["macs"])
+    if uniform:  # as a uniform run of the table measured them
+        dense_macs, macs = int(uniform[0].result["dense_macs"]), int(uniform[0].result["macs"])
+    else:
+        dense_macs, macs = uniform_plan_macs(base)
     rlal = method_config(base, METHODS["rlal"])
     compute = training_macs(rlal, rlal.train.epochs, dense_macs, macs)
     if compute is None:
         raise RlalError("uniform-matched needs data.train_subset set and no search.subnet_weight: its epochs "
                         "are counted from the schedule")
     return matched_epochs(compute, method_config(base, METHODS["uniform"]), macs)
+
+
+def uniform_plan_macs(base: RunConfig) -> tuple[int, int]:
+    """``(dense MACs, MACs of the uniform plan)`` of ``base``'s zoo model on its dataset's input size, with
+    no data read: what a uniform run of ``base`` would cut."""
+    from rlal.data.specs import dataset_spec
+    from rlal.env import make_budget
+    from rlal.structure import find_layers
+    from rlal.structure.io import ArchSpec
+
+    spec = dataset_spec(base.data.dataset)
+    if ":" in base.model.name or spec.name == "imagefolder" or base.env.latency_budget:
+        raise RlalError("uniform-matched needs a finished uniform run in the table (its MACs set the epochs) "
+                        "unless the track is a zoo model on fashion-mnist or cifar10 under a MACs budget: "
+                        "list uniform before it in --methods")
+    model = ArchSpec.zoo(base.model.name, num_classes=spec.num_classes, in_channels=spec.in_channels,
+                         input_size=spec.input_size).build()
+    shape = (spec.in_channels, spec.input_size, spec.input_size)
+    structure = find_layers(model, shape, policy=base.env.policy)
+    plan, _ = make_budget(structure, base.env).uniform_plan()
+    return int(structure.cost.dense_macs), int(structure.cost.of(plan)[0])
 
 
 def method_config(base: RunConfig, settings: Sequence[str]) -> RunConfig:

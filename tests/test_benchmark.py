@@ -21,9 +21,10 @@ from rlal.benchmark import (
     parse_seeds,
     run_quality_bench,
     run_record,
+    uniform_plan_macs,
     write_results,
 )
-from rlal.config import load_config
+from rlal.config import load_config, resolve_config_path
 from rlal.errors import RlalError
 from rlal.machine import cpu_name
 from rlal.report.stats import summarize_paired
@@ -260,15 +261,30 @@ def _track(tmp_path):
 def test_uniform_matched_trains_for_the_epochs_rlals_compute_buys(tmp_path):
     config, base = _track(tmp_path)
     runs, results = tmp_path / "runs", tmp_path / "results"
-    with pytest.raises(RlalError, match="uniform-matched needs a finished uniform run in the table"):
-        run_quality_bench(config, "t", ["uniform-matched"], [0], runs, results)
-    assert not runs.exists()
     # uniform's network has half the dense MACs: rlal's 4 dense + 8 small epochs cost 16 small ones
     _finished_run(runs / "t" / "uniform" / "seed-0", 88.0)  # macs 500 of dense 1000
     assert matched_uniform_epochs(base, "t", runs, results / "t.json") == 16
     # from the table's records alone, on a machine without the uniform run
     write_results("t", config, base, runs, results)
     assert matched_uniform_epochs(base, "t", tmp_path / "elsewhere", results / "t.json") == 16
+    # with no uniform run at all, from the uniform plan of the zoo model (24 epochs: 4 dense + 20 small)
+    longer = load_config(config, ["train.epochs=24"])
+    assert matched_uniform_epochs(longer, "t", tmp_path / "none", tmp_path / "none.json") == 28
+
+
+def test_the_uniform_plan_is_priced_without_data_as_the_uniform_runs_cut_it():
+    # the MACs T1's uniform runs recorded (docs/results/t1-fmnist-resnet20-r8-fill.json)
+    t1 = load_config(resolve_config_path("bench-t1-fmnist-resnet20"), ["env.round_to=8"])
+    assert uniform_plan_macs(t1) == (31_021_952, 15_216_512)
+
+
+def test_uniform_matched_on_a_track_it_cannot_price_without_data_asks_for_a_uniform_run(tmp_path):
+    config = tmp_path / "track.yaml"
+    config.write_text("method: rlal\ndata:\n  dataset: imagefolder\n  train_subset: 1000\n")
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    with pytest.raises(RlalError, match="uniform-matched needs a finished uniform run in the table"):
+        run_quality_bench(config, "t", ["uniform-matched"], [0], runs, results)
+    assert not runs.exists()
 
 
 def test_the_table_gives_each_methods_training_compute_and_as_a_multiple_of_uniforms(tmp_path):
