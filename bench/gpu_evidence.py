@@ -57,7 +57,7 @@ STEPS_SCRIPT = Path(__file__).resolve().parent / "gpu_evidence_steps.py"
 TRACK = REPO / "rlal" / "configs" / "bench-gpu-cifar10-resnet56.yaml"
 TABLE = "cifar10-resnet56"
 STEPS = ("throughput", "agent", "quality", "latency")
-QUALITY_METHODS = ("dense", "uniform", "rlal", "depgraph")
+QUALITY_METHODS = ("dense", "uniform", "rlal", "depgraph", "uniform-matched")
 EPOCH_IMAGES = 45_000
 """CIFAR-10's training images after the 5,000-image reward split: the epoch the figures are given for."""
 
@@ -465,7 +465,7 @@ def run_quality(steps: Steps, settings: Settings, clock: Clock, track: Any, over
     table_s = 30.0 if not settings.smoke else 20.0
     # Longest first (rlal, then dense, whose end starts depgraph): when fewer than all run at once, the
     # last wave is then the shortest.
-    first = {"rlal": 0, "dense": 1}
+    first = {"rlal": 0, "dense": 1, "uniform-matched": 1}  # uniform-matched: more epochs than uniform
     order = sorted((m for m in settings.methods if m != "depgraph"), key=lambda m: first.get(m, 2))
     main = [(m, s) for m in order for s in settings.seeds]
     records = ev.records()

@@ -160,11 +160,11 @@ def matched_uniform_epochs(base: RunConfig, name: str, runs_dir: Path, records: 
     else:
         dense_macs, macs = uniform_plan_macs(base)
     rlal = method_config(base, METHODS["rlal"])
-    compute = training_macs(rlal, rlal.train.epochs, dense_macs, macs)
-    if compute is None:
-        raise RlalError("uniform-matched needs data.train_subset set and no search.subnet_weight: its epochs "
-                        "are counted from the schedule")
-    return matched_epochs(compute, method_config(base, METHODS["uniform"]), macs)
+    epochs = matched_epochs(rlal, rlal.train.epochs, dense_macs, macs)
+    if epochs is None:
+        raise RlalError("uniform-matched cannot be matched to rlal's schedule with search.subnet_weight > 0 "
+                        "(its sub-network training is not counted)")
+    return epochs
 
 
 def uniform_plan_macs(base: RunConfig) -> tuple[int, int]:

@@ -14,6 +14,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+import yaml
 
 from rlal.config import load_config
 
@@ -328,3 +329,19 @@ def test_calls_under_another_name_and_settings_make_their_own_table_and_merge_in
         assert (run / "result.json").is_file()
         assert "fill_budget: false" in (run / "config.yaml").read_text()
     assert "2 calls of the device tool" in (tmp_path / "results" / f"{name}.md").read_text()
+
+
+def test_uniform_matched_runs_on_the_gpu_track_for_more_epochs_than_its_schedule(tmp_path):
+    # The next GPU call's third row: uniform at rlal's training compute, priced without a uniform run.
+    out = tmp_path / "out"
+    proc = run_script("--smoke", "--steps", "quality", "--methods", "uniform-matched", "--seeds", "0",
+                      "--out", str(out), "--work", str(tmp_path / "work"), timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    records = [json.loads(line) for line in (out / "evidence.jsonl").read_text().splitlines()]
+    (plan,) = of(records, "quality", "plan")
+    runs = of(records, "quality", "run")
+    assert [(r["method"], r["status"]) for r in runs] == [("uniform-matched", "done")]
+    with tarfile.open(out / "results.tar.gz") as tar:
+        config = tar.extractfile("runs/gpu-evidence/cifar10-resnet56/uniform-matched/seed-0/config.yaml")
+        epochs = yaml.safe_load(config.read())["train"]["epochs"]
+    assert epochs > plan["epochs"]  # rlal's dense epochs cost more than the small network's

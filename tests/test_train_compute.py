@@ -50,13 +50,15 @@ def test_schedules_it_cannot_count_are_none_not_a_guess():
 
 
 def test_matched_epochs_spend_the_compute_to_the_nearest_epoch():
-    uniform = _config("uniform")
-    assert matched_epochs(training_macs(uniform, 12, DENSE, SMALL), uniform, SMALL) == 12
-    rlal = training_macs(_config("rlal"), 12, DENSE, SMALL)  # 4 x 2.5 + 8 = 18 small-network epochs
-    assert matched_epochs(rlal, uniform, SMALL) == 18
-    assert matched_epochs(rlal * 1.02, uniform, SMALL) == 18  # 18.36
-    assert matched_epochs(rlal * 1.04, uniform, SMALL) == 19  # 18.72
-    assert matched_epochs(1.0, uniform, SMALL) == 1
+    assert matched_epochs(_config("uniform"), 12, DENSE, SMALL) == 12
+    assert matched_epochs(_config("rlal"), 12, DENSE, SMALL) == 18  # 4 x 2.5 + 8 small-network epochs
+    assert matched_epochs(_config("rlal"), 12, DENSE, 510) == 16  # 4 x 1.96 + 8 = 15.84
+    assert matched_epochs(_config("rlal"), 12, DENSE, 540) == 15  # 4 x 1.85 + 8 = 15.41
+    assert matched_epochs(_config("dense"), 3, DENSE, 1_000_000) == 1  # never below one epoch
+    # the whole training split (no train_subset): images per epoch cancel, so it is still matched
+    whole = method_config(load_config(None, []), ["method=rlal"])
+    assert matched_epochs(whole, whole.train.epochs, DENSE, SMALL) is not None
+    assert matched_epochs(_config("rlal", "search.subnet_weight=1"), 12, DENSE, SMALL) is None
 
 
 @pytest.mark.parametrize("track", ["bench-t1-fmnist-resnet20", "bench-cpu-cifar10-resnet20"])
@@ -70,7 +72,7 @@ def test_on_the_cpu_tracks_rlal_costs_what_uniform_spends_in_16_epochs(track):
     compute = training_macs(rlal, rlal.train.epochs, dense, small)
     spent = training_macs(uniform, uniform.train.epochs, dense, small)
     assert compute / spent == pytest.approx(1.35, abs=0.01)
-    assert matched_epochs(compute, uniform, small) == 16
+    assert matched_epochs(rlal, rlal.train.epochs, dense, small) == 16
 
 
 def test_a_joint_run_counts_every_image_its_search_scores(fmnist_dir, tmp_path):  # noqa: F811

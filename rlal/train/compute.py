@@ -71,13 +71,16 @@ def training_macs(config: RunConfig, epochs: int, dense_macs: int, macs: int) ->
     return float(STEP_FORWARDS * images * (dense_epochs * dense_macs + small_epochs * macs))
 
 
-def matched_epochs(compute: float, config: RunConfig, macs: int) -> int:
-    """The epochs of a network of ``macs`` trained under ``config`` that spend ``compute`` (the nearest whole
-    number, at least 1): the epoch budget that puts a from-scratch run at another run's training cost."""
-    images = images_per_epoch(config)
-    if images is None:
-        raise ValueError("matched epochs need data.train_subset (the images per epoch)")
-    return max(1, math.floor(compute / (STEP_FORWARDS * images * macs) + 0.5))
+def matched_epochs(config: RunConfig, epochs: int, dense_macs: int, macs: int) -> int | None:
+    """The epochs in which a network of ``macs``, on the same data, spends the training compute of a run of
+    ``config`` that recorded ``epochs`` (the nearest whole number, at least 1): the epoch budget that puts a
+    from-scratch run at that run's training cost. The images per epoch are the same on both sides, so the
+    whole training split needs no count. None where :func:`dense_and_small_epochs` is."""
+    split = dense_and_small_epochs(config, epochs)
+    if split is None:
+        return None
+    dense_epochs, small_epochs = split
+    return max(1, math.floor((dense_epochs * dense_macs + small_epochs * macs) / macs + 0.5))
 
 
 class ForwardImages:
