@@ -234,7 +234,8 @@ def run_compute(config_path: Path, result: dict[str, Any], epochs: int) -> float
     if not config_path.is_file():
         return None
     macs = int(result["macs"])
-    return training_macs(load_config(config_path), epochs, int(result.get("dense_macs") or macs), macs)
+    return training_macs(load_config(config_path), epochs, int(result.get("dense_macs") or macs), macs,
+                         result.get("train_images_per_epoch"))
 
 
 def _dense_result(recorded: str, beside: Path, run_dir: Path) -> dict[str, Any]:

@@ -29,6 +29,8 @@ def test_an_epoch_steps_on_whole_batches_only():
     assert images_per_epoch(_config("uniform")) == 896  # 7 batches of 128; the last 104 images are dropped
     assert images_per_epoch(_config("uniform", "data.train_subset=100")) == 100  # under one batch: kept
     assert images_per_epoch(load_config(None, [])) is None  # the whole split: its size is the data's
+    assert images_per_epoch(load_config(None, []), split_images=45_000) == 44_928  # as a run recorded it
+    assert images_per_epoch(_config("uniform"), split_images=45_000) == 896  # the subset is what trains
 
 
 def test_each_method_is_charged_for_the_network_it_trains_in_each_epoch():
@@ -46,7 +48,9 @@ def test_each_method_is_charged_for_the_network_it_trains_in_each_epoch():
 
 def test_schedules_it_cannot_count_are_none_not_a_guess():
     assert training_macs(_config("rlal", "search.subnet_weight=1"), 12, DENSE, SMALL) is None
-    assert training_macs(method_config(load_config(None, []), ["method=uniform"]), 12, DENSE, SMALL) is None
+    whole = method_config(load_config(None, []), ["method=uniform"])  # the whole split, its size unknown
+    assert training_macs(whole, 12, DENSE, SMALL) is None
+    assert training_macs(whole, 12, DENSE, SMALL, split_images=45_000) == 3 * 44_928 * 12 * SMALL
 
 
 def test_matched_epochs_spend_the_compute_to_the_nearest_epoch():
@@ -94,3 +98,4 @@ def test_a_joint_run_counts_every_image_its_search_scores(fmnist_dir, tmp_path):
     images = 100 * sum(len(p) for p in plans_per_epoch) + len(choice["candidates"]) * 2 * (64 + 100)
     assert result["search_forward_images"] == images
     assert result["search_macs"] == images * result["dense_macs"]
+    assert result["train_images_per_epoch"] == 256  # data.train_subset

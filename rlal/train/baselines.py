@@ -397,7 +397,7 @@ def _finish(
         "dense_macs": cost.dense_macs, "macs": macs, "macs_ratio": macs / cost.dense_macs,
         "dense_params": cost.dense_params, "params": params,
         "target_macs": config.env.target_macs, "epochs": epochs, "seconds": seconds,
-        "plan": plan.to_dict(), **extra,
+        "train_images_per_epoch": data.train.num_samples, "plan": plan.to_dict(), **extra,
     })  # fmt: skip
     write_report(run_dir)
     return result

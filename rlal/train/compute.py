@@ -29,10 +29,11 @@ STEP_FORWARDS = 3
 """A training step in forward passes: the forward and a backward of about twice its MACs."""
 
 
-def images_per_epoch(config: RunConfig) -> int | None:
-    """Images one training epoch steps on (the training loader drops its last incomplete batch); None when
-    ``data.train_subset`` is not set (the split's size then depends on the data)."""
-    n = config.data.train_subset
+def images_per_epoch(config: RunConfig, split_images: int | None = None) -> int | None:
+    """Images one training epoch steps on (the training loader drops its last incomplete batch), of
+    ``data.train_subset`` or else of ``split_images`` (the training split's size, as a run's
+    ``result.json`` records it); None when neither is known."""
+    n = config.data.train_subset or split_images
     if n is None:
         return None
     batch = config.data.batch_size
@@ -60,10 +61,12 @@ def dense_and_small_epochs(config: RunConfig, epochs: int) -> tuple[int, int] | 
     return None
 
 
-def training_macs(config: RunConfig, epochs: int, dense_macs: int, macs: int) -> float | None:
+def training_macs(
+    config: RunConfig, epochs: int, dense_macs: int, macs: int, split_images: int | None = None
+) -> float | None:
     """Training compute of a run of ``config`` (see the module docstring), in MACs; None when it cannot be
     counted from the schedule (see :func:`images_per_epoch` and :func:`dense_and_small_epochs`)."""
-    images = images_per_epoch(config)
+    images = images_per_epoch(config, split_images)
     split = dense_and_small_epochs(config, epochs)
     if images is None or split is None:
         return None

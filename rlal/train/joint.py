@@ -276,6 +276,7 @@ def train_and_prune(
         "dense_macs": result.dense_macs, "macs": result.macs, "macs_ratio": result.macs / result.dense_macs,
         "dense_params": result.dense_params, "params": result.params,
         "target_macs": config.env.target_macs, "epochs": config.train.epochs, "seconds": seconds,
+        "train_images_per_epoch": data.train.num_samples,
         "device": runtime.describe(), "resumed": checkpoint is not None,
         "plan": final.to_dict(), **{f"at_cut_{k}": v for k, v in at_cut.items()},
         # the search's scoring, forward passes of the masked dense network (see rlal.train.compute)
