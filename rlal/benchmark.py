@@ -118,6 +118,7 @@ def run_quality_bench(
     present = collect(name, runs_dir)
     elsewhere = {(r.method, r.seed) for r in carried_over(records, present)}
     ran = False
+    matched: int | None = None  # uniform-matched's epochs, the same for every seed: worked out once
     # Three-stage baselines prune the dense run of their seed when there is one: that training is paid once.
     order = sorted(methods, key=lambda m: m != "dense")
     for method in order:
@@ -134,7 +135,8 @@ def run_quality_bench(
                 continue
             settings = [*METHODS[method], f"seed={seed}"]
             if method == "uniform-matched":
-                settings.append(f"train.epochs={matched_uniform_epochs(base, name, runs_dir, records)}")
+                matched = matched or matched_uniform_epochs(base, name, runs_dir, records)
+                settings.append(f"train.epochs={matched}")
             dense_dir = runs_dir / name / "dense" / f"seed-{seed}"
             if method in ("magnitude", "depgraph") and (dense_dir / "result.json").exists():
                 settings.append(f"baseline.dense_run={dense_dir}")
@@ -356,8 +358,9 @@ def write_results(
 
 
 def _mean_compute(rows: Sequence[RunRecord]) -> float | None:
-    values = [r.train_macs for r in rows]
-    return statistics.mean(values) if values and None not in values else None  # type: ignore[type-var]
+    """The rows' mean training compute; None when any of them has none."""
+    values = [r.train_macs for r in rows if r.train_macs is not None]
+    return statistics.mean(values) if values and len(values) == len(rows) else None
 
 
 def _compute_text(rows: Sequence[RunRecord], uniform: float | None) -> str:

@@ -60,8 +60,9 @@ def test_matched_epochs_spend_the_compute_to_the_nearest_epoch():
     assert matched_epochs(_config("rlal"), 12, DENSE, 540) == 15  # 4 x 1.85 + 8 = 15.41
     assert matched_epochs(_config("dense"), 3, DENSE, 1_000_000) == 1  # never below one epoch
     # the whole training split (no train_subset): images per epoch cancel, so it is still matched
-    whole = method_config(load_config(None, []), ["method=rlal"])
-    assert matched_epochs(whole, whole.train.epochs, DENSE, SMALL) is not None
+    whole = load_config(None, ["method=rlal", "train.epochs=12", "search.warmup_epochs=1",
+                               "search.search_epochs=2", "search.align_epochs=1"])
+    assert whole.data.train_subset is None and matched_epochs(whole, 12, DENSE, SMALL) == 18
     assert matched_epochs(_config("rlal", "search.subnet_weight=1"), 12, DENSE, SMALL) is None
 
 
