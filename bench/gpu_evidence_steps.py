@@ -134,7 +134,8 @@ def step_throughput(spec: Spec, out: Records) -> None:
     timed_epochs = spec.get("timed_epochs")
     batches = spec.get("timed_batches")
     steps = len(data.train) * timed_epochs if timed_epochs else batches
-    scheduler = build_scheduler(optimizer, OptimConfig(), 1, spec["warmup_batches"] + steps)
+    total = spec["warmup_batches"] + steps  # one "epoch" of every step timed
+    scheduler = build_scheduler(optimizer, OptimConfig(), total, total)
     timer = Timer(runtime.device)
 
     with timer():  # kernels chosen, the graph compiled, caches warm; not counted in the figures

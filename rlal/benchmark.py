@@ -312,7 +312,8 @@ def write_results(
         f"budget {base.env.describe_budget()}, {base.train.epochs} epochs per from-scratch run "
         f"(rlal: {base.search.warmup_epochs} warm-up + {base.search.search_epochs} search + "
         f"{base.search.align_epochs} align + {base.train.epochs - base.search.cut_epoch} fine-tune; "
-        f"{base.search.episodes_per_epoch} episodes per search epoch). "
+        f"{base.search.episodes_per_epoch} episodes per search epoch"
+        f"{_dense_share(base.search.dense_epoch_fraction)}). "
         "Three-stage baselines (magnitude, depgraph) prune the dense run of the same seed and fine-tune, so "
         "their epochs and wall-clock include that dense run.",
         "- Test accuracy is mean ± standard deviation over the seeds listed (a single seed has no ±).",
@@ -491,6 +492,11 @@ def _f(value: Any, digits: int = 2) -> str:
 
 def _count(n: Any) -> str:
     return f"{n:,}" if isinstance(n, int) else "missing"
+
+
+def _dense_share(fraction: float) -> str:
+    """How much of an epoch the joint method's epochs before the cut take, when not all of it."""
+    return "" if fraction == 1 else f"; each epoch before the cut takes {fraction:g} of an epoch's steps"
 
 
 def _train_images(base: RunConfig) -> str:

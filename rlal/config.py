@@ -477,6 +477,13 @@ class SearchConfig:
     """Epochs after the final choice in which the weights are aligned to the frozen final plan (the
     regulariser steered to ``align.target_ratio``) before exactly those channels are cut; 0 = cut at once."""
     align: AlignConfig = field(default_factory=AlignConfig)
+    dense_epoch_fraction: float = 1.0
+    """Beyond the paper (1 = the paper's whole epochs): the share of an epoch's training steps that each
+    epoch before the cut (warm-up, search, alignment) takes, on a fresh random part of the training split
+    each time. The dense network costs about twice the small one per step at 50% MACs, so its epochs are
+    the method's training overhead over a uniform network (:mod:`rlal.train.compute`); 0.5 halves it while
+    the agent still acts, and alignment still steers, once per epoch. The learning-rate schedule runs over
+    the steps actually taken."""
     subnet_weight: float = 0.0
     """Beyond the paper (0 = off, the paper's method): each training step of the warm-up and search epochs
     also trains one on-budget sub-network drawn at random around the uniform allocation, on the same batch,
@@ -501,6 +508,8 @@ class SearchConfig:
             (self.final_bn_sets >= 1, "search.final_bn_sets must be >= 1"),
             (self.final_margin >= 0, "search.final_margin must be >= 0"),
             (self.align_epochs >= 0, "search.align_epochs must be >= 0"),
+            (0 < self.dense_epoch_fraction <= 1,
+             f"search.dense_epoch_fraction must be in (0, 1] (got {self.dense_epoch_fraction})"),
             (math.isfinite(self.subnet_weight) and self.subnet_weight >= 0,
              f"search.subnet_weight must be a number >= 0 (got {self.subnet_weight})"),
             (total_epochs is None or self.cut_epoch < total_epochs,

@@ -270,6 +270,12 @@ def test_uniform_matched_trains_for_the_epochs_rlals_compute_buys(tmp_path):
     # with no uniform run at all, from the uniform plan of the zoo model (24 epochs: 4 dense + 20 small)
     longer = load_config(config, ["train.epochs=24"])
     assert matched_uniform_epochs(longer, "t", tmp_path / "none", tmp_path / "none.json") == 28
+    # half-epochs before the cut: 4 x 0.5 dense epochs cost 4 small ones, so rlal spends uniform's 12
+    half = load_config(config, ["search.dense_epoch_fraction=0.5"])
+    assert matched_uniform_epochs(half, "t", runs, results / "t.json") == 12
+    table = write_results("t", config, half, runs, results).read_text()
+    assert "episodes per search epoch; each epoch before the cut takes 0.5 of an epoch's steps)" in table
+    assert "each epoch before the cut" not in write_results("t", config, base, runs, results).read_text()
 
 
 def test_the_uniform_plan_is_priced_without_data_as_the_uniform_runs_cut_it():

@@ -57,19 +57,19 @@ def test_scheduler_steps_per_batch_over_all_epochs():
     model = torch.nn.Linear(2, 2)
     cfg = OptimConfig(lr=0.2, schedule="cosine")
     optimizer = build_optimizer(model, cfg)
-    scheduler = build_scheduler(optimizer, cfg, epochs=2, steps_per_epoch=5)
+    scheduler = build_scheduler(optimizer, cfg, total_steps=10, steps_per_epoch=5)
     lrs = _lrs(optimizer, scheduler, 10)
     assert lrs[0] == pytest.approx(0.2)
     assert lrs[5] == pytest.approx(0.1)
     assert lrs == sorted(lrs, reverse=True)
 
 
-def test_a_scheduler_built_at_a_start_epoch_continues_the_full_schedule_from_there():
+def test_a_scheduler_built_at_a_start_step_continues_the_full_schedule_from_there():
     cfg = OptimConfig(lr=0.2, schedule="cosine", warmup_epochs=0.4)
     full = build_optimizer(torch.nn.Linear(2, 2), cfg)
-    expected = _lrs(full, build_scheduler(full, cfg, epochs=4, steps_per_epoch=5), 20)
+    expected = _lrs(full, build_scheduler(full, cfg, total_steps=20, steps_per_epoch=5), 20)
     later = build_optimizer(torch.nn.Linear(2, 2), cfg)
-    lrs = _lrs(later, build_scheduler(later, cfg, epochs=4, steps_per_epoch=5, start_epoch=2), 10)
+    lrs = _lrs(later, build_scheduler(later, cfg, total_steps=20, steps_per_epoch=5, start_step=10), 10)
     assert lrs == pytest.approx(expected[10:])
 
 

@@ -128,6 +128,24 @@ def test_a_run_stopped_between_two_align_epochs_resumes_on_the_same_steering_pat
     assert same_metrics(out, tmp_path / "reference")
 
 
+def test_a_run_with_a_shorter_dense_phase_stopped_at_the_cut_resumes_on_its_schedule(
+    fmnist_dir, tmp_path, monkeypatch  # noqa: F811
+):
+    """The small model's schedule, rebuilt on resuming, starts where the shortened dense phase left it."""
+    overrides = [*joint_overrides(fmnist_dir), "search.search_epochs=1", "search.final_window=1",
+                 "train.epochs=5", "search.dense_epoch_fraction=0.5"]
+    config = load_config(None, overrides)
+    reference = fit_joint(config, tmp_path / "reference")
+    out = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        interrupt_after(patch, rlal.train.joint, 3)  # the cut ends epoch 3 (warm-up 1, search 1, align 1)
+        with pytest.raises(RunInterrupted):
+            fit_joint(config, out)
+    resumed = fit_joint(config, out, resume=True)
+    assert resumed.test_acc == reference.test_acc
+    assert same_metrics(out, tmp_path / "reference")
+
+
 def wait_past_checkpoint(process: subprocess.Popen, out: Path, epoch: int, timeout: float) -> None:
     """Wait until the run in ``out`` has checkpointed ``epoch`` (while ``process`` still runs), then a little
     longer, so that a kill lands inside the next epoch."""

@@ -11,9 +11,11 @@ from test_train import fmnist_dir  # noqa: F401  (fixture re-used)
 
 from rlal.benchmark import METHODS, method_config
 from rlal.config import load_config, resolve_config_path
+from rlal.errors import RlalError
 from rlal.report.metrics import read_metrics
 from rlal.train.compute import images_per_epoch, matched_epochs, training_macs
 from rlal.train.joint import fit_joint
+from rlal.train.optim import lr_factor
 
 DENSE, SMALL = 1000, 400
 
@@ -44,6 +46,22 @@ def test_each_method_is_charged_for_the_network_it_trains_in_each_epoch():
     assert training_macs(depgraph, 15, DENSE, SMALL) == step * (12 * DENSE + 3 * SMALL)
     magnitude = _config("magnitude")  # fine-tuning defaults to half the pre-training
     assert training_macs(magnitude, 18, DENSE, SMALL) == step * (12 * DENSE + 6 * SMALL)
+
+
+def test_a_shorter_dense_phase_is_charged_for_the_share_of_its_epochs_it_trains():
+    step = 3 * 896
+    half = _config("rlal", "search.dense_epoch_fraction=0.5")
+    assert training_macs(half, 12, DENSE, SMALL) == step * (2 * DENSE + 8 * SMALL)
+    # at 50% MACs the dense network costs two small-network epochs: half-epochs before the cut make
+    # the joint run's training compute that of uniform on the same epochs' budget
+    assert matched_epochs(half, 12, 2 * SMALL, SMALL) == 12
+    assert matched_epochs(_config("rlal"), 12, 2 * SMALL, SMALL) == 16
+
+
+def test_the_dense_phase_share_must_be_in_the_unit_interval():
+    for bad in ("0", "-0.5", "1.5"):
+        with pytest.raises(RlalError, match=r"search.dense_epoch_fraction must be in \(0, 1\]"):
+            _config("rlal", f"search.dense_epoch_fraction={bad}")
 
 
 def test_schedules_it_cannot_count_are_none_not_a_guess():
@@ -100,3 +118,19 @@ def test_a_joint_run_counts_every_image_its_search_scores(fmnist_dir, tmp_path):
     assert result["search_forward_images"] == images
     assert result["search_macs"] == images * result["dense_macs"]
     assert result["train_images_per_epoch"] == 256  # data.train_subset
+
+
+def test_a_joint_run_with_half_epochs_before_the_cut_takes_half_the_steps_and_ends_its_schedule(
+    fmnist_dir, tmp_path  # noqa: F811
+):
+    # 256 training images in batches of 64: 4 steps an epoch, 2 before the cut (warm-up 1, search 3, align 1)
+    config = load_config(None, [*joint_overrides(fmnist_dir), "search.dense_epoch_fraction=0.5"])
+    fit_joint(config, tmp_path / "run")
+    epochs = [r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if "train_images" in r]
+    assert [r["train_images"] for r in epochs] == [128] * 5 + [256] * 2
+    # the learning-rate schedule runs over the 18 steps taken (5 x 2 + 2 x 4): the small model's picks it up
+    # at step 10, and the cosine ends at zero with the run
+    lrs = [config.optim.lr * lr_factor(config.optim, step, 18, 4) for step in (2, 10, 14, 18)]
+    assert [epochs[i]["lr"] for i in (0, 4, 5, 6)] == pytest.approx(lrs, abs=1e-12)
+    assert lrs[2] > 0 and lrs[3] == pytest.approx(0.0, abs=1e-12)
+    assert json.loads((tmp_path / "run" / "result.json").read_text())["epochs"] == 7

@@ -8,7 +8,8 @@ one after it; the three-stage baselines train the dense one, then fine-tune the 
     compute = 3 x images per epoch x (epochs on the dense network x dense MACs + epochs on the small one x
               small MACs)
 
-It is counted from the run's schedule (epochs, images per epoch after ``drop_last``, the two networks' MACs),
+It is counted from the run's schedule (epochs, images per epoch after ``drop_last``, the share of them that
+the joint method's epochs before its cut take, the two networks' MACs),
 so it is the same on every machine, where wall-clock is not. The joint method's scoring of sub-networks
 (forward passes of the masked dense network) is not in it: a run counts those passes as it makes them
 (:class:`ForwardImages`, ``search_forward_images`` in its ``result.json``).
@@ -40,7 +41,7 @@ def images_per_epoch(config: RunConfig, split_images: int | None = None) -> int 
     return n if n < batch else (n // batch) * batch
 
 
-def dense_and_small_epochs(config: RunConfig, epochs: int) -> tuple[int, int] | None:
+def dense_and_small_epochs(config: RunConfig, epochs: int) -> tuple[float, int] | None:
     """``(epochs training the dense network, epochs training the small one)`` of a run of ``config`` that
     recorded ``epochs`` in all; None for a schedule this does not model (sub-network training beside the
     dense one: ``search.subnet_weight > 0``)."""
@@ -49,10 +50,11 @@ def dense_and_small_epochs(config: RunConfig, epochs: int) -> tuple[int, int] | 
         return epochs, 0
     if method == "uniform":
         return 0, epochs
-    if method == "rlal":
+    if method == "rlal":  # a share of each epoch before the cut: to within a step's rounding per epoch
         if config.search.subnet_weight > 0:
             return None
-        return config.search.cut_epoch, epochs - config.search.cut_epoch
+        s = config.search
+        return s.cut_epoch * s.dense_epoch_fraction, epochs - s.cut_epoch
     # magnitude, depgraph: the recorded epochs are pre-training (or the dense run's) + fine-tuning
     for pretrain in range(1, epochs):
         _, finetune = config.baseline.resolved_epochs(config.train.epochs, dense_epochs=pretrain)

@@ -65,6 +65,7 @@ def train_one_epoch(
     after_step: Callable[[nn.Module, float], None] | None = None,
     clip_grad_norm: float = 0.0,
     extra_loss: ExtraLoss | None = None,
+    max_steps: int | None = None,
 ) -> EpochStats:
     """Train ``model`` for one pass over ``loader``; the schedule is stepped once per batch. ``step_model``
     runs the forward pass when given (``model`` wrapped for data-parallel training); the regulariser always
@@ -73,7 +74,8 @@ def train_one_epoch(
     step), so passing the alignment as ``regularizer`` is enough in either of its forms. ``clip_grad_norm``
     > 0 scales the gradients down to that total L2 norm before each step (the whole step's gradient, with
     the regulariser's when it is in the loss; under DDP after the all-reduce, so every rank clips alike).
-    ``extra_loss`` is added to each step's loss (it runs on ``model``, not the DDP wrapper)."""
+    ``extra_loss`` is added to each step's loss (it runs on ``model``, not the DDP wrapper). ``max_steps``
+    ends the epoch after that many steps (the first batches of the loader's order for the epoch)."""
     if after_step is None:
         after_step = getattr(regularizer, "after_step", None)
     model.train()
@@ -89,6 +91,8 @@ def train_one_epoch(
     _sync(device)
     start = time.perf_counter()
     total = len(loader) if isinstance(loader, Sized) else None
+    if max_steps is not None:
+        total = max_steps if total is None else min(total, max_steps)
     # disable=None: tqdm draws only on a terminal, so logs and CI output get the per-epoch lines alone.
     bar = tqdm(
         loader, total=total, desc=desc, leave=False, disable=None if progress else True, dynamic_ncols=True
@@ -130,6 +134,8 @@ def train_one_epoch(
             bar.set_postfix(
                 loss=f"{loss_sum.item() / images:.3f}", acc=f"{100 * correct.item() / images:.1f}"
             )
+        if steps == max_steps:
+            break
     _sync(device)
     seconds = time.perf_counter() - start
     if images == 0:

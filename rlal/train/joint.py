@@ -13,6 +13,10 @@
     cut:       remove exactly the channels alignment pushed down
     fine-tune: train the small model for the rest of the dense model's epoch budget
 
+Beyond the paper, ``search.dense_epoch_fraction`` < 1 makes every epoch before the cut a share of an epoch's
+steps: the dense network's training is the method's overhead over a uniform network, so this is what brings
+it to the same training compute (:mod:`rlal.train.compute`).
+
 Beyond the paper, ``search.subnet_weight`` > 0 adds to every warm-up and search step the loss of one drawn
 on-budget sub-network (:mod:`rlal.train.subnet`), so the sub-networks the agent scores keep working.
 
@@ -122,7 +126,7 @@ def train_and_prune(
     subnets = SubnetTraining(env, s.subnet_weight, config.env.criterion, seed=config.seed) \
         if s.subnet_weight > 0 else None
     optimizer = build_optimizer(model, config.optim)
-    scheduler = build_scheduler(optimizer, config.optim, config.train.epochs, len(train))
+    scheduler = build_scheduler(optimizer, config.optim, _schedule_steps(config, len(train))[1], len(train))
     last_search = s.warmup_epochs + s.search_epochs
     final: Plan | None = None
     at_cut: dict[str, Any] = {}
@@ -213,8 +217,9 @@ def train_and_prune(
             elif epoch <= s.cut_epoch:  # alignment to the frozen final plan, steered toward the target
                 if epoch == last_search + 1 and s.align.lam > 0:
                     align.lam = s.align.lam
-                    align.steer(model, s.align.target_ratio, s.align_epochs * len(train),
-                                lr=optimizer.param_groups[0]["lr"], path=s.align.path)
+                    steps = s.align_epochs * _dense_steps(config, len(train))
+                    align.steer(model, s.align.target_ratio, steps, lr=optimizer.param_groups[0]["lr"],
+                                path=s.align.path)
                 stats, synced = _train_epoch(model, step, train, optimizer, scheduler, runtime, config, epoch,
                                              "align", align if s.align.lam > 0 else None)
                 _log(metrics, config, epoch, "align", stats, None, optimizer, synced, {
@@ -317,9 +322,22 @@ def _small_model(
     and optimiser state)."""
     small = place(weights if weights is not None else cut(structure, plan, kept=kept), runtime)
     optimizer = build_optimizer(small, config.optim)
-    scheduler = build_scheduler(optimizer, config.optim, config.train.epochs, steps_per_epoch,
-                                start_epoch=config.search.cut_epoch)
+    at_cut, total = _schedule_steps(config, steps_per_epoch)
+    scheduler = build_scheduler(optimizer, config.optim, total, steps_per_epoch, start_step=at_cut)
     return small, optimizer, scheduler
+
+
+def _dense_steps(config: RunConfig, steps_per_epoch: int) -> int:
+    """Training steps of each epoch before the cut: ``search.dense_epoch_fraction`` of an epoch's, at least
+    one."""
+    return max(1, round(config.search.dense_epoch_fraction * steps_per_epoch))
+
+
+def _schedule_steps(config: RunConfig, steps_per_epoch: int) -> tuple[int, int]:
+    """``(steps taken by the cut, steps of the whole run)``: the learning-rate schedule runs over the steps
+    actually taken, so a shorter dense phase moves the cut earlier in it."""
+    at_cut = config.search.cut_epoch * _dense_steps(config, steps_per_epoch)
+    return at_cut, at_cut + (config.train.epochs - config.search.cut_epoch) * steps_per_epoch
 
 
 def _scores(env: PruningEnv) -> dict[str, torch.Tensor] | None:
@@ -522,8 +540,9 @@ def _train_epoch(
     subnets: SubnetTraining | None = None,
 ) -> tuple[EpochStats, list[str]]:
     """One epoch on this rank's ``train`` loader (``step`` runs the forward: ``model`` or its DDP wrapper),
-    with ``subnets``' loss added to every step when given; the job's figures, and every rank's weight
-    digest once the ranks are synchronised ([] alone)."""
+    with ``subnets``' loss added to every step when given; an epoch before the cut takes
+    :func:`_dense_steps` of its steps. The job's figures, and every rank's weight digest once the ranks are
+    synchronised ([] alone)."""
     train.set_epoch(epoch)
     if subnets is not None:
         subnets.start_epoch(epoch)
@@ -532,6 +551,7 @@ def _train_epoch(
         clip_grad_norm=config.optim.clip_grad_norm,
         regularizer=regularizer, progress=config.train.progress,
         desc=f"{phase} {epoch}/{config.train.epochs}", step_model=step, extra_loss=subnets,
+        max_steps=_dense_steps(config, len(train)) if epoch <= config.search.cut_epoch else None,
     )
     runtime.dist.sync_buffers(model)
     return runtime.dist.reduce_stats(stats), runtime.dist.check_in_sync(model)

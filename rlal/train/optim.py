@@ -36,17 +36,17 @@ def lr_factor(cfg: OptimConfig, step: int, total_steps: int, steps_per_epoch: in
 
 
 def build_scheduler(
-    optimizer: torch.optim.Optimizer, cfg: OptimConfig, epochs: int, steps_per_epoch: int,
-    start_epoch: int = 0,
+    optimizer: torch.optim.Optimizer, cfg: OptimConfig, total_steps: int, steps_per_epoch: int,
+    start_step: int = 0,
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """A per-batch schedule over ``epochs`` epochs of ``steps_per_epoch`` batches, standing after
-    ``start_epoch`` of them (a fresh optimiser that continues a run's schedule, e.g. after the cut)."""
-    total = epochs * steps_per_epoch
+    """A per-batch schedule over ``total_steps`` batches (its warm-up counted in epochs of
+    ``steps_per_epoch``), standing after ``start_step`` of them (a fresh optimiser that continues a run's
+    schedule, e.g. after the cut)."""
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(cfg, step, total, steps_per_epoch)
+        optimizer, lambda step: lr_factor(cfg, step, total_steps, steps_per_epoch)
     )
     with warnings.catch_warnings():  # stepping a fresh scheduler forward before any optimiser step
         warnings.simplefilter("ignore", UserWarning)
-        for _ in range(start_epoch * steps_per_epoch):
+        for _ in range(start_step):
             scheduler.step()
     return scheduler
