@@ -46,6 +46,7 @@ METHODS: dict[str, tuple[str, ...]] = {
                    "search.align.step=subgradient"),
     "rlal-residual-floor": ("method=rlal", "env.residual_floor=uniform"),
     "rlal-subnet": ("method=rlal", "search.subnet_weight=1"),
+    "rlal-half-dense": ("method=rlal", "search.dense_epoch_fraction=0.5"),
     "uniform-matched": ("method=uniform",),  # and the epochs of rlal's training compute: see matched_epochs
 }
 """Each benchmark row: the settings that turn the benchmark's config into that method."""
@@ -63,6 +64,8 @@ DESCRIPTIONS = {
                   "subgradient alignment",
     "rlal-residual-floor": "the method, its residual widths never below uniform's (needs env.policy=all)",
     "rlal-subnet": "the method with a drawn sub-network trained beside the dense model until the choice",
+    "rlal-half-dense": "the method, each epoch before the cut taking half an epoch's steps (at 50% MACs, "
+                       "about uniform's training compute)",
     "uniform-matched": "uniform, trained for the epochs that rlal's training compute buys it",
 }
 
@@ -381,6 +384,7 @@ PAIRS: tuple[tuple[str, str], ...] = (
     ("random-search", "uniform"), ("rlal-paper", "uniform"), ("no-align", "uniform"),
     ("sac-no-dynamics", "uniform"), ("rlal-residual-floor", "uniform"), ("rlal-residual-floor", "rlal"),
     ("rlal", "uniform-matched"), ("random-search", "uniform-matched"), ("uniform-matched", "uniform"),
+    ("rlal-half-dense", "uniform"), ("rlal-half-dense", "rlal"),
 )
 """The paired differences the table reports (when both methods have a run of a common seed)."""
 

@@ -115,6 +115,12 @@ def test_the_subnet_row_trains_sub_networks_and_the_method_row_does_not():
     assert method_config(base, METHODS["rlal"]).search.subnet_weight == base.search.subnet_weight == 0.0
 
 
+def test_the_half_dense_row_halves_the_epochs_before_the_cut_and_the_method_row_does_not():
+    base = load_config(None, [])
+    assert method_config(base, METHODS["rlal-half-dense"]).search.dense_epoch_fraction == 0.5
+    assert method_config(base, METHODS["rlal"]).search.dense_epoch_fraction == 1.0
+
+
 def _finished_run(run_dir, test_acc, cut=None, host=None):
     """A run folder as a finished run leaves it, with only what the table reads."""
     run_dir.mkdir(parents=True)
