@@ -13,6 +13,7 @@ from rlal.data import (
     CropFlip,
     DeviceLoader,
     Loader,
+    epoch_images,
     random_crop_flip,
     seeded_generator,
 )
@@ -86,6 +87,11 @@ def test_drop_last_drops_only_an_incomplete_batch_after_a_full_one():
     # No full batch: the incomplete one is kept, or the epoch would train nothing.
     assert [len(y) for _, y in batches(loader(3, 4, drop_last=True, shuffle=True))] == [3]
     assert [len(y) for _, y in batches(loader(8, 4, drop_last=True))] == [4, 4]
+
+
+@pytest.mark.parametrize("n", [1, 3, 4, 7, 8, 10])
+def test_the_images_an_epoch_trains_on_are_what_training_compute_counts(n):
+    assert sum(len(y) for _, y in batches(loader(n, 4, drop_last=True, shuffle=True))) == epoch_images(n, 4)
 
 
 def test_an_empty_index_set_gives_an_empty_loader():

@@ -35,7 +35,7 @@ from rlal.data.imagefolder import (
     find_image_folder,
     load_image_folder,
 )
-from rlal.data.loader import DeviceLoader
+from rlal.data.loader import DeviceLoader, epoch_images
 from rlal.data.locate import cache_root, search_roots
 from rlal.data.memory import data_from_tensors
 from rlal.data.specs import (
@@ -88,6 +88,7 @@ __all__ = [
     "decode_images",
     "derive_seed",
     "download_fashion_mnist",
+    "epoch_images",
     "find_cifar10",
     "find_fashion_mnist",
     "find_image_folder",

@@ -11,6 +11,13 @@ from rlal.data.augment import CropFlip, crop_flip, draw_crop_flip, normalize, no
 from rlal.data.splits import seeded_generator
 
 
+def epoch_images(samples: int, batch_size: int) -> int:
+    """Images a training epoch over ``samples`` steps on: the training loaders drop the last incomplete
+    batch, unless there is no full one (the epoch would train nothing). Training compute is counted with it
+    (:mod:`rlal.train.compute`)."""
+    return samples if samples < batch_size else samples // batch_size * batch_size
+
+
 class DeviceLoader:
     """Iterate ``(images, labels)`` batches from uint8 ``N,C,H,W`` images already on the target device.
 
@@ -57,7 +64,7 @@ class DeviceLoader:
         self._total = self.num_samples  # the whole epoch's images, before any shard
         self.batch_size = batch_size
         self.shuffle = shuffle
-        self.drop_last = drop_last and self.num_samples >= batch_size
+        self.drop_last = drop_last and self.num_samples >= batch_size  # the rule of epoch_images
         self.augment = augment
         self.seed = seed
         self.channels_last = channels_last

@@ -25,6 +25,7 @@ from typing import Any
 from torch import nn
 
 from rlal.config import RunConfig
+from rlal.data.loader import epoch_images
 
 STEP_FORWARDS = 3
 """A training step in forward passes: the forward and a backward of about twice its MACs."""
@@ -35,10 +36,7 @@ def images_per_epoch(config: RunConfig, split_images: int | None = None) -> int 
     ``data.train_subset`` or else of ``split_images`` (the training split's size, as a run's
     ``result.json`` records it); None when neither is known."""
     n = config.data.train_subset or split_images
-    if n is None:
-        return None
-    batch = config.data.batch_size
-    return n if n < batch else (n // batch) * batch
+    return None if n is None else epoch_images(n, config.data.batch_size)
 
 
 def dense_and_small_epochs(config: RunConfig, epochs: int) -> tuple[float, int] | None:
