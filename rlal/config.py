@@ -491,6 +491,11 @@ class SearchConfig:
     sub-networks the agent scores above chance; it costs about one more forward and backward pass per step
     of those epochs. Single-process only."""
 
+    def dense_steps(self, steps_per_epoch: int) -> int:
+        """Training steps of each epoch before the cut: ``dense_epoch_fraction`` of an epoch's (rounded half
+        up), at least one. The joint loop takes them and training compute counts them."""
+        return max(1, math.floor(self.dense_epoch_fraction * steps_per_epoch + 0.5))
+
     @property
     def cut_epoch(self) -> int:
         """The epoch (1-based) at whose end the final plan is cut out."""

@@ -48,10 +48,10 @@ def test_each_method_is_charged_for_the_network_it_trains_in_each_epoch():
     assert training_macs(magnitude, 18, DENSE, SMALL) == step * (12 * DENSE + 6 * SMALL)
 
 
-def test_a_shorter_dense_phase_is_charged_for_the_share_of_its_epochs_it_trains():
-    step = 3 * 896
+def test_a_shorter_dense_phase_is_charged_for_the_steps_its_epochs_take():
     half = _config("rlal", "search.dense_epoch_fraction=0.5")
-    assert training_macs(half, 12, DENSE, SMALL) == step * (2 * DENSE + 8 * SMALL)
+    # 7 steps of 128 an epoch; half of them rounds up to 4 before the cut
+    assert training_macs(half, 12, DENSE, SMALL) == 3 * (4 * 4 * 128 * DENSE + 8 * 896 * SMALL)
     # at 50% MACs the dense network costs two small-network epochs: half-epochs before the cut make
     # the joint run's training compute that of uniform on the same epochs' budget
     assert matched_epochs(half, 12, 2 * SMALL, SMALL) == 12
@@ -133,4 +133,8 @@ def test_a_joint_run_with_half_epochs_before_the_cut_takes_half_the_steps_and_en
     lrs = [config.optim.lr * lr_factor(config.optim, step, 18, 4) for step in (2, 10, 14, 18)]
     assert [epochs[i]["lr"] for i in (0, 4, 5, 6)] == pytest.approx(lrs, abs=1e-12)
     assert lrs[2] > 0 and lrs[3] == pytest.approx(0.0, abs=1e-12)
-    assert json.loads((tmp_path / "run" / "result.json").read_text())["epochs"] == 7
+    result = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert result["epochs"] == 7
+    # training compute counts the steps the run took, on the network each took them on
+    trained = 3 * (5 * 128 * result["dense_macs"] + 2 * 256 * result["macs"])
+    assert training_macs(config, 7, result["dense_macs"], result["macs"]) == trained

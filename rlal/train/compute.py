@@ -39,7 +39,7 @@ def images_per_epoch(config: RunConfig, split_images: int | None = None) -> int 
     return None if n is None else epoch_images(n, config.data.batch_size)
 
 
-def dense_and_small_epochs(config: RunConfig, epochs: int) -> tuple[float, int] | None:
+def dense_and_small_epochs(config: RunConfig, epochs: int) -> tuple[int, int] | None:
     """``(epochs training the dense network, epochs training the small one)`` of a run of ``config`` that
     recorded ``epochs`` in all; None for a schedule this does not model (sub-network training beside the
     dense one: ``search.subnet_weight > 0``)."""
@@ -48,17 +48,28 @@ def dense_and_small_epochs(config: RunConfig, epochs: int) -> tuple[float, int] 
         return epochs, 0
     if method == "uniform":
         return 0, epochs
-    if method == "rlal":  # a share of each epoch before the cut: to within a step's rounding per epoch
+    if method == "rlal":  # each epoch before the cut may take a share of its steps: see dense_share
         if config.search.subnet_weight > 0:
             return None
-        s = config.search
-        return s.cut_epoch * s.dense_epoch_fraction, epochs - s.cut_epoch
+        return config.search.cut_epoch, epochs - config.search.cut_epoch
     # magnitude, depgraph: the recorded epochs are pre-training (or the dense run's) + fine-tuning
     for pretrain in range(1, epochs):
         _, finetune = config.baseline.resolved_epochs(config.train.epochs, dense_epochs=pretrain)
         if pretrain + finetune == epochs:
             return pretrain, finetune
     return None
+
+
+def dense_share(config: RunConfig, images: int | None = None) -> float:
+    """The share of an epoch's images that each epoch on the dense network trains on: all of them, except
+    in the joint method's epochs before the cut (``search.dense_steps`` of an epoch's steps, counted from
+    ``images``, the images of an epoch; without them, ``search.dense_epoch_fraction`` itself)."""
+    if config.method != "rlal":
+        return 1.0
+    if images is None:
+        return config.search.dense_epoch_fraction
+    steps = max(1, images // config.data.batch_size)  # an epoch of whole batches, or of one partial one
+    return config.search.dense_steps(steps) / steps
 
 
 def training_macs(
@@ -71,19 +82,22 @@ def training_macs(
     if images is None or split is None:
         return None
     dense_epochs, small_epochs = split
-    return float(STEP_FORWARDS * images * (dense_epochs * dense_macs + small_epochs * macs))
+    dense_images = images * dense_share(config, images)
+    return float(STEP_FORWARDS * (dense_epochs * dense_images * dense_macs + small_epochs * images * macs))
 
 
 def matched_epochs(config: RunConfig, epochs: int, dense_macs: int, macs: int) -> int | None:
     """The epochs in which a network of ``macs``, on the same data, spends the training compute of a run of
     ``config`` that recorded ``epochs`` (the nearest whole number, at least 1): the epoch budget that puts a
     from-scratch run at that run's training cost. The images per epoch are the same on both sides, so the
-    whole training split needs no count. None where :func:`dense_and_small_epochs` is."""
+    whole training split needs no count (a shorter dense phase is taken at its nominal share). None where
+    :func:`dense_and_small_epochs` is."""
     split = dense_and_small_epochs(config, epochs)
     if split is None:
         return None
     dense_epochs, small_epochs = split
-    return max(1, math.floor((dense_epochs * dense_macs + small_epochs * macs) / macs + 0.5))
+    dense = dense_epochs * dense_share(config) * dense_macs
+    return max(1, math.floor((dense + small_epochs * macs) / macs + 0.5))
 
 
 class ForwardImages:

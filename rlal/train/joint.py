@@ -217,7 +217,7 @@ def train_and_prune(
             elif epoch <= s.cut_epoch:  # alignment to the frozen final plan, steered toward the target
                 if epoch == last_search + 1 and s.align.lam > 0:
                     align.lam = s.align.lam
-                    steps = s.align_epochs * _dense_steps(config, len(train))
+                    steps = s.align_epochs * s.dense_steps(len(train))
                     align.steer(model, s.align.target_ratio, steps, lr=optimizer.param_groups[0]["lr"],
                                 path=s.align.path)
                 stats, synced = _train_epoch(model, step, train, optimizer, scheduler, runtime, config, epoch,
@@ -327,16 +327,10 @@ def _small_model(
     return small, optimizer, scheduler
 
 
-def _dense_steps(config: RunConfig, steps_per_epoch: int) -> int:
-    """Training steps of each epoch before the cut: ``search.dense_epoch_fraction`` of an epoch's, at least
-    one."""
-    return max(1, round(config.search.dense_epoch_fraction * steps_per_epoch))
-
-
 def _schedule_steps(config: RunConfig, steps_per_epoch: int) -> tuple[int, int]:
     """``(steps taken by the cut, steps of the whole run)``: the learning-rate schedule runs over the steps
     actually taken, so a shorter dense phase moves the cut earlier in it."""
-    at_cut = config.search.cut_epoch * _dense_steps(config, steps_per_epoch)
+    at_cut = config.search.cut_epoch * config.search.dense_steps(steps_per_epoch)
     return at_cut, at_cut + (config.train.epochs - config.search.cut_epoch) * steps_per_epoch
 
 
@@ -541,7 +535,7 @@ def _train_epoch(
 ) -> tuple[EpochStats, list[str]]:
     """One epoch on this rank's ``train`` loader (``step`` runs the forward: ``model`` or its DDP wrapper),
     with ``subnets``' loss added to every step when given; an epoch before the cut takes
-    :func:`_dense_steps` of its steps. The job's figures, and every rank's weight digest once the ranks are
+    ``search.dense_steps`` of its steps. The job's figures, and every rank's weight digest once the ranks are
     synchronised ([] alone)."""
     train.set_epoch(epoch)
     if subnets is not None:
@@ -551,7 +545,7 @@ def _train_epoch(
         clip_grad_norm=config.optim.clip_grad_norm,
         regularizer=regularizer, progress=config.train.progress,
         desc=f"{phase} {epoch}/{config.train.epochs}", step_model=step, extra_loss=subnets,
-        max_steps=_dense_steps(config, len(train)) if epoch <= config.search.cut_epoch else None,
+        max_steps=config.search.dense_steps(len(train)) if epoch <= config.search.cut_epoch else None,
     )
     runtime.dist.sync_buffers(model)
     return runtime.dist.reduce_stats(stats), runtime.dist.check_in_sync(model)
