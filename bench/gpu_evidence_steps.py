@@ -135,7 +135,7 @@ def step_throughput(spec: Spec, out: Records) -> None:
     batches = spec.get("timed_batches")
     steps = len(data.train) * timed_epochs if timed_epochs else batches
     total = spec["warmup_batches"] + steps  # one "epoch" of every step timed
-    scheduler = build_scheduler(optimizer, OptimConfig(), total, total)
+    scheduler = build_scheduler(optimizer, OptimConfig(), [total])
     timer = Timer(runtime.device)
 
     with timer():  # kernels chosen, the graph compiled, caches warm; not counted in the figures

@@ -185,7 +185,7 @@ def prefix(config: RunConfig, out: Path) -> None:
     save_config(config, out / "config.yaml")
     optimizer = build_optimizer(model, config.optim)
     steps = len(data.train)
-    scheduler = build_scheduler(optimizer, config.optim, config.train.epochs * steps, steps)
+    scheduler = build_scheduler(optimizer, config.optim, [steps] * config.train.epochs)
     for epoch in range(1, prefix_epochs(config) + 1):
         data.train.set_epoch(epoch)
         stats = train_one_epoch(model, data.train, optimizer, scheduler, runtime,
@@ -419,8 +419,8 @@ def _schedule(model: torch.nn.Module, config: RunConfig, start_epoch: int,
     """A fresh optimiser whose schedule stands where the dense one did after ``start_epoch`` epochs (as the
     joint method's small model gets)."""
     optimizer = build_optimizer(model, config.optim)
-    return optimizer, build_scheduler(optimizer, config.optim, config.train.epochs * steps_per_epoch,
-                                      steps_per_epoch, start_step=start_epoch * steps_per_epoch)
+    return optimizer, build_scheduler(optimizer, config.optim, [steps_per_epoch] * config.train.epochs,
+                                      start_step=start_epoch * steps_per_epoch)
 
 
 def _proxy(small: torch.nn.Module, data: Data, runtime: Runtime, config: RunConfig, start_epoch: int,

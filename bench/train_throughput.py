@@ -64,7 +64,7 @@ def bench(
     optim_cfg = OptimConfig()
     optimizer = build_optimizer(model, optim_cfg)
     train = data.train if timed_batches is None else FirstBatches(data.train, timed_batches)
-    scheduler = build_scheduler(optimizer, optim_cfg, (epochs + 1) * len(train), len(train))
+    scheduler = build_scheduler(optimizer, optim_cfg, [len(train)] * (epochs + 1))
 
     # Warm-up: kernels selected, compile done, caches filled; not timed.
     train_one_epoch(step_model, FirstBatches(data.train, warmup_batches), optimizer, None, runtime)

@@ -96,7 +96,8 @@ class OptimConfig:
     """For ``multistep``: fractions of the total epochs at which the rate is multiplied by ``gamma``."""
     gamma: float = 0.1
     warmup_epochs: float = 0.0
-    """Linear warm-up of the learning rate over this many epochs."""
+    """Linear warm-up of the learning rate over this many epochs, each counted in the steps it takes (an
+    epoch before the cut with ``search.dense_epoch_fraction`` < 1 is a share of one)."""
     label_smoothing: float = 0.0
     clip_grad_norm: float = 0.0
     """Clip the gradients' total L2 norm to this value before every step (0 = off, the default). On T2 with

@@ -15,32 +15,40 @@ from rlal.config import OptimConfig, RunConfig
 from rlal.errors import RlalError
 from rlal.report.metrics import read_metrics
 from rlal.train.epoch import train_one_epoch
-from rlal.train.optim import build_optimizer, build_scheduler, lr_factor
+from rlal.train.optim import build_optimizer, build_scheduler, lr_factor, warmup_steps
 from rlal.train.run import fit
 from rlal.train.runtime import Runtime
 
 
 def test_cosine_starts_at_one_and_ends_near_zero():
     cfg = OptimConfig(schedule="cosine")
-    assert lr_factor(cfg, 0, 100, 10) == pytest.approx(1.0)
-    assert lr_factor(cfg, 50, 100, 10) == pytest.approx(0.5)
-    assert lr_factor(cfg, 99, 100, 10) < 0.001
+    assert lr_factor(cfg, 0, 100, 0) == pytest.approx(1.0)
+    assert lr_factor(cfg, 50, 100, 0) == pytest.approx(0.5)
+    assert lr_factor(cfg, 99, 100, 0) < 0.001
 
 
 def test_warmup_rises_linearly_to_the_base_rate():
     cfg = OptimConfig(schedule="constant", warmup_epochs=1)
-    factors = [lr_factor(cfg, s, 100, 10) for s in range(12)]
+    factors = [lr_factor(cfg, s, 100, warmup_steps(cfg.warmup_epochs, [10] * 10)) for s in range(12)]
     assert factors[0] == pytest.approx(0.1)
     assert factors[9] == pytest.approx(1.0)
     assert factors[10:] == [1.0, 1.0]
     assert all(a < b for a, b in itertools.pairwise(factors[:10]))
 
 
+def test_warmup_is_counted_in_the_steps_of_the_epochs_it_covers():
+    assert warmup_steps(0.3, [10] * 5) == 3
+    assert warmup_steps(0.3, [5] * 2 + [10] * 3) == 2  # 0.3 of a half-length first epoch, not of a whole one
+    assert warmup_steps(1.5, [4, 4, 10, 10]) == 6  # all of the first epoch, half of the second
+    assert warmup_steps(0.0, [10] * 5) == 0
+    assert warmup_steps(9.0, [10] * 5) == 50  # longer than the run: all of it
+
+
 def test_multistep_multiplies_by_gamma_at_each_milestone():
     cfg = OptimConfig(schedule="multistep", milestones=[0.5, 0.75], gamma=0.1)
-    assert lr_factor(cfg, 49, 100, 10) == pytest.approx(1.0)
-    assert lr_factor(cfg, 50, 100, 10) == pytest.approx(0.1)
-    assert lr_factor(cfg, 75, 100, 10) == pytest.approx(0.01)
+    assert lr_factor(cfg, 49, 100, 0) == pytest.approx(1.0)
+    assert lr_factor(cfg, 50, 100, 0) == pytest.approx(0.1)
+    assert lr_factor(cfg, 75, 100, 0) == pytest.approx(0.01)
 
 
 def _lrs(optimizer: torch.optim.Optimizer, scheduler, steps: int) -> list[float]:
@@ -57,7 +65,7 @@ def test_scheduler_steps_per_batch_over_all_epochs():
     model = torch.nn.Linear(2, 2)
     cfg = OptimConfig(lr=0.2, schedule="cosine")
     optimizer = build_optimizer(model, cfg)
-    scheduler = build_scheduler(optimizer, cfg, total_steps=10, steps_per_epoch=5)
+    scheduler = build_scheduler(optimizer, cfg, [5, 5])
     lrs = _lrs(optimizer, scheduler, 10)
     assert lrs[0] == pytest.approx(0.2)
     assert lrs[5] == pytest.approx(0.1)
@@ -67,9 +75,9 @@ def test_scheduler_steps_per_batch_over_all_epochs():
 def test_a_scheduler_built_at_a_start_step_continues_the_full_schedule_from_there():
     cfg = OptimConfig(lr=0.2, schedule="cosine", warmup_epochs=0.4)
     full = build_optimizer(torch.nn.Linear(2, 2), cfg)
-    expected = _lrs(full, build_scheduler(full, cfg, total_steps=20, steps_per_epoch=5), 20)
+    expected = _lrs(full, build_scheduler(full, cfg, [5] * 4), 20)
     later = build_optimizer(torch.nn.Linear(2, 2), cfg)
-    lrs = _lrs(later, build_scheduler(later, cfg, total_steps=20, steps_per_epoch=5, start_step=10), 10)
+    lrs = _lrs(later, build_scheduler(later, cfg, [5] * 4, start_step=10), 10)
     assert lrs == pytest.approx(expected[10:])
 
 

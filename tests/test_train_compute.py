@@ -124,13 +124,16 @@ def test_a_joint_run_with_half_epochs_before_the_cut_takes_half_the_steps_and_en
     fmnist_dir, tmp_path  # noqa: F811
 ):
     # 256 training images in batches of 64: 4 steps an epoch, 2 before the cut (warm-up 1, search 3, align 1)
-    config = load_config(None, [*joint_overrides(fmnist_dir), "search.dense_epoch_fraction=0.5"])
+    config = load_config(None, [*joint_overrides(fmnist_dir), "search.dense_epoch_fraction=0.5",
+                                "optim.warmup_epochs=1"])
     fit_joint(config, tmp_path / "run")
     epochs = [r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if "train_images" in r]
     assert [r["train_images"] for r in epochs] == [128] * 5 + [256] * 2
-    # the learning-rate schedule runs over the 18 steps taken (5 x 2 + 2 x 4): the small model's picks it up
-    # at step 10, and the cosine ends at zero with the run
-    lrs = [config.optim.lr * lr_factor(config.optim, step, 18, 4) for step in (2, 10, 14, 18)]
+    # the learning-rate schedule runs over the 18 steps taken (5 x 2 + 2 x 4): its warm-up of one epoch is the
+    # first epoch's 2 steps (so that epoch ends at the base rate), the small model's schedule picks it up at
+    # step 10, and the cosine ends at zero with the run
+    assert epochs[0]["lr"] == pytest.approx(config.optim.lr, abs=1e-12)
+    lrs = [config.optim.lr * lr_factor(config.optim, step, 18, 2) for step in (2, 10, 14, 18)]
     assert [epochs[i]["lr"] for i in (0, 4, 5, 6)] == pytest.approx(lrs, abs=1e-12)
     assert lrs[2] > 0 and lrs[3] == pytest.approx(0.0, abs=1e-12)
     result = json.loads((tmp_path / "run" / "result.json").read_text())

@@ -341,7 +341,7 @@ def _train_phase(
     train = shard(data.train, dist)  # this rank's part of every epoch (all of it in a single process)
     step = dist.wrap(model, config.train.sync_bn)
     optimizer = build_optimizer(model, optim)
-    scheduler = build_scheduler(optimizer, optim, epochs * len(train), len(train))
+    scheduler = build_scheduler(optimizer, optim, [len(train)] * epochs)
     test = None
     for epoch in range(first, first + epochs):
         train.set_epoch(epoch)

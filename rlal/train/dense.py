@@ -51,7 +51,7 @@ def _fit_dense(config: RunConfig, out: Path, *, overwrite: bool, resume: bool) -
     train = shard(data.train, dist)  # this rank's part of every epoch (all of it in a single process)
     macs, params = count_macs_params(model, input_shape(data))
     optimizer = build_optimizer(model, config.optim)
-    scheduler = build_scheduler(optimizer, config.optim, config.train.epochs * len(train), len(train))
+    scheduler = build_scheduler(optimizer, config.optim, [len(train)] * config.train.epochs)
     step_model = dist.wrap(model, config.train.sync_bn)
     step_model = torch.compile(step_model) if config.train.compile else step_model
     test_model = model if dist.enabled else step_model  # tested alike on every rank: no DDP collective

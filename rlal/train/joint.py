@@ -126,7 +126,7 @@ def train_and_prune(
     subnets = SubnetTraining(env, s.subnet_weight, config.env.criterion, seed=config.seed) \
         if s.subnet_weight > 0 else None
     optimizer = build_optimizer(model, config.optim)
-    scheduler = build_scheduler(optimizer, config.optim, _schedule_steps(config, len(train))[1], len(train))
+    scheduler = build_scheduler(optimizer, config.optim, _epoch_steps(config, len(train)))
     last_search = s.warmup_epochs + s.search_epochs
     final: Plan | None = None
     at_cut: dict[str, Any] = {}
@@ -322,16 +322,18 @@ def _small_model(
     and optimiser state)."""
     small = place(weights if weights is not None else cut(structure, plan, kept=kept), runtime)
     optimizer = build_optimizer(small, config.optim)
-    at_cut, total = _schedule_steps(config, steps_per_epoch)
-    scheduler = build_scheduler(optimizer, config.optim, total, steps_per_epoch, start_step=at_cut)
+    epoch_steps = _epoch_steps(config, steps_per_epoch)
+    at_cut = sum(epoch_steps[:config.search.cut_epoch])
+    scheduler = build_scheduler(optimizer, config.optim, epoch_steps, start_step=at_cut)
     return small, optimizer, scheduler
 
 
-def _schedule_steps(config: RunConfig, steps_per_epoch: int) -> tuple[int, int]:
-    """``(steps taken by the cut, steps of the whole run)``: the learning-rate schedule runs over the steps
-    actually taken, so a shorter dense phase moves the cut earlier in it."""
-    at_cut = config.search.cut_epoch * config.search.dense_steps(steps_per_epoch)
-    return at_cut, at_cut + (config.train.epochs - config.search.cut_epoch) * steps_per_epoch
+def _epoch_steps(config: RunConfig, steps_per_epoch: int) -> list[int]:
+    """The steps each epoch of the run takes: the learning-rate schedule runs over the steps actually taken,
+    so a shorter dense phase moves the cut earlier in it, and its warm-up is counted in those shorter
+    epochs."""
+    cut, dense = config.search.cut_epoch, config.search.dense_steps(steps_per_epoch)
+    return [dense] * cut + [steps_per_epoch] * (config.train.epochs - cut)
 
 
 def _scores(env: PruningEnv) -> dict[str, torch.Tensor] | None:
