@@ -167,7 +167,7 @@ def measure(
         timed_scorer.seconds = 0.0
         with clock("importance_s"):
             env.set_epoch(epoch)
-        z = context.z(epoch) if context is not None else None
+        z = context.prior(epoch) if context is not None else None
         with clock("episodes_s"):
             run = [run_episode(env, agent, epoch, z) for _ in range(episodes)]
         with clock("observe_s"):

@@ -39,6 +39,25 @@ def test_z_is_one_causal_pass_over_the_epochs(rnn):
     assert context.predict(np.zeros((3, 4)), [0, 6, 2]).shape == (3,)
 
 
+@pytest.mark.parametrize("rnn", ["gru", "lstm"])
+def test_the_agents_prior_of_an_epoch_reads_the_epochs_before_it_and_a_blank_embedding_for_its_own(rnn):
+    context = EpochContext(ContextConfig(z_dim=5, embed_dim=3, rnn=rnn, max_epochs=10), num_layers=4)
+    embeddings = context.net.embeddings.weight
+    with torch.no_grad():
+        torch.nn.init.normal_(embeddings)
+        priors = context.priors(6)
+        assert priors.shape == (7, 5) and not priors.requires_grad
+        for t in (0, 3, 6):
+            fitted = embeddings[t].clone()
+            embeddings[t] = 0.0  # as when the agent acts in epoch t: none of its rewards fitted yet
+            assert torch.allclose(context.prior(t), context.z(t), atol=1e-6)
+            assert torch.allclose(priors[t], context.z(t), atol=1e-6)
+            embeddings[t] = fitted
+        assert not torch.allclose(priors[3], context.z(3))  # z_3 itself reads the fitted e_3
+        embeddings[3:] += 1.0  # fitting epoch 3 and later moves z_3, not the prior the agent acted on
+        assert torch.allclose(context.priors(6)[:4], priors[:4], atol=1e-6)
+
+
 def test_epoch_outside_the_table_names_the_setting():
     context = EpochContext(ContextConfig(max_epochs=4), num_layers=2)
     with pytest.raises(RlalError, match=r"agent\.context\.max_epochs=4"):

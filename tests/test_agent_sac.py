@@ -39,7 +39,7 @@ def trained(cfg: AgentConfig, epochs: int = 2, num_layers: int = 4):
 
 def test_actions_are_keep_ratios_in_the_unit_interval():
     agent, context, env, _ = trained(small_config())
-    z = context.z(1)
+    z = context.prior(1)
     states = np.random.default_rng(0).normal(0, 5, size=(200, env.state_dim)).astype(np.float32)
     actions = [agent.act(s, z, deterministic=d) for s in states for d in (False, True)]
     assert all(0.0 <= a <= 1.0 for a in actions)
@@ -74,7 +74,7 @@ def test_log_prob_matches_torch_tanh_transformed_normal():
 
 def test_greedy_action_is_the_squashed_mean_and_draws_no_noise():
     agent, context, env, _ = trained(small_config())
-    z, state = context.z(1), env.reset()
+    z, state = context.prior(1), env.reset()
     before = agent.generator.get_state()
     greedy = agent.act(state, z, deterministic=True)
     assert torch.equal(agent.generator.get_state(), before)
@@ -119,7 +119,7 @@ def test_target_critics_move_by_polyak_averaging():
     agent, context, _, _ = trained(small_config(tau=0.3))
     target_before = [p.clone() for p in agent.qf1_target.parameters()]
     batch = agent.replay.sample(32)
-    z = context.z_all(agent.replay.max_epoch()).detach()[batch.epochs]
+    z = context.priors(agent.replay.max_epoch())[batch.epochs]
     agent.sac_step(batch, z)
     for before, online, after in zip(target_before, agent.qf1.parameters(), agent.qf1_target.parameters(),
                                      strict=True):
@@ -143,7 +143,7 @@ def test_fixed_alpha_when_autotune_is_off():
     assert agent.alpha == pytest.approx(0.3)
 
 
-def test_critic_sees_the_current_context_of_each_transitions_epoch():
+def test_critic_sees_the_current_prior_context_of_each_transitions_epoch():
     agent, context, env, _ = trained(small_config(updates_per_epoch=0), epochs=3)
     seen: list[torch.Tensor] = []
     agent.qf1.register_forward_pre_hook(lambda module, args: seen.append(args[0][:, env.state_dim:].clone()))
@@ -151,8 +151,9 @@ def test_critic_sees_the_current_context_of_each_transitions_epoch():
 
     agent.update(context, n_updates=1)
     batch_epochs = _first_batch_epochs(agent, replay_state)
-    assert torch.equal(seen[0], context.z_all(2).detach()[batch_epochs])
-    z_before = context.z_all(2).detach().clone()
+    assert torch.equal(seen[0], context.priors(2)[batch_epochs])  # what the agent acted on, not z_t refitted
+    assert not torch.allclose(seen[0], context.z_all(2).detach()[batch_epochs])
+    z_before = context.priors(2).clone()
 
     # Change the context model (as the next fit would): the critic must see the new z, not a stored one.
     with torch.no_grad():
@@ -160,8 +161,9 @@ def test_critic_sees_the_current_context_of_each_transitions_epoch():
     seen.clear()
     agent.update(context, n_updates=1)
     batch_epochs = _first_batch_epochs(agent, _advance(replay_state, agent))
-    assert torch.equal(seen[0], context.z_all(2).detach()[batch_epochs])
-    assert not torch.allclose(seen[0], z_before[batch_epochs])
+    assert torch.equal(seen[0], context.priors(2)[batch_epochs])
+    later = batch_epochs > 0  # epoch 0's prior reads no embedding at all
+    assert later.any() and not torch.allclose(seen[0][later], z_before[batch_epochs][later])
 
 
 def _first_batch_epochs(agent: SACAgent, generator_state: torch.Tensor) -> torch.Tensor:

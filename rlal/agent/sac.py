@@ -2,8 +2,9 @@
 
 Networks and update follow CleanRL's ``sac_continuous_action.py``: a tanh-squashed Gaussian actor,
 twin soft Q critics with Polyak-averaged targets, and automatic tuning of the entropy temperature alpha.
-What the paper adds: actor and critics read [state, z_t], and z is looked up for each sampled
-transition's own epoch from the *current* context model (the buffer stores epoch indices, not z).
+What the paper adds: actor and critics read [state, z], and z is looked up for each sampled
+transition's own epoch from the *current* context model (the buffer stores epoch indices, not z): the
+prior of that epoch, the context the agent acted on (:meth:`EpochContext.priors`).
 
 Credit assignment (``agent.credit``, ``agent.gamma``): by default every layer is paid the episode's final
 reward and nothing is bootstrapped (discount 0), so every layer's critic estimates the same thing, the
@@ -280,14 +281,15 @@ class SACAgent:
         if not self.uses_context:
             return torch.zeros(rows, 0)
         if z is None:
-            raise ValueError("the sac agent conditions on the epoch context: pass z = context.z(epoch)")
+            raise ValueError("the sac agent conditions on the epoch context: pass z = context.prior(epoch)")
         return z.detach().reshape(1, self.z_dim).expand(rows, -1)
 
     def _z_table(self, context: EpochContext | None) -> Tensor:
-        """(max stored epoch + 1, z_dim) contexts of every stored epoch, from the current model, detached."""
+        """(max stored epoch + 1, z_dim) the prior context of every stored epoch (what the agent acted on),
+        from the current model, detached."""
         if not self.uses_context:
             return torch.zeros(self.replay.max_epoch() + 1, 0)
         if context is None:
             raise ValueError("the sac agent needs the context model in update() to look up z")
         with torch.no_grad():
-            return context.z_all(self.replay.max_epoch())
+            return context.priors(self.replay.max_epoch())

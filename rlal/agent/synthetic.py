@@ -129,14 +129,14 @@ def run_epoch(
     """The agent half of one joint-loop epoch: explore, fit the context on ``history`` (extended here with
     the new episodes), update the agent, then score its greedy episode against the optimum."""
     env.set_epoch(epoch)
-    z = context.z(epoch) if context is not None else None
+    z = context.prior(epoch) if context is not None else None
     episodes = [run_episode(env, agent, epoch, z) for _ in range(episodes_per_epoch)]
     for episode in episodes:
         agent.observe(episode)
     history.extend(episodes)
     context_mse = context.fit(history) if context is not None else math.nan
     agent_stats = agent.update(context)
-    z = context.z(epoch) if context is not None else None  # refitted on this epoch's episodes
+    z = context.prior(epoch) if context is not None else None  # the refitted model's prior
     greedy = run_episode(env, agent, epoch, z, deterministic=True)
     regret = env.reward_of(env.optimum(epoch), epoch) - env.reward_of(greedy.keep, epoch)
     mean_reward = float(np.mean([e.reward for e in episodes]))

@@ -349,7 +349,7 @@ def run_agent_episodes(
 
     With several ranks (``dist``) the scoring, the whole cost, is split: see :func:`_split_episodes`."""
     env.set_epoch(t)  # importance rescored on the new weights; the previous epoch's rewards checked
-    z = context.z(t) if context is not None else None
+    z = context.prior(t) if context is not None else None
     if dist is not None and dist.enabled and env.scorer is not None:
         # Every rank scored the uniform plan itself: the vs-uniform baseline must be the same number.
         dist.same(env.uniform_reward, f"the uniform plan's reward in search epoch {t}")
@@ -434,7 +434,7 @@ def select_plan(
 ) -> Plan:
     """The plan the weights are aligned to this epoch (``search.align_to``)."""
     if cfg.align_to == "deterministic":
-        z = context.z(t) if context is not None else None
+        z = context.prior(t) if context is not None else None
         return env.plan_of(run_episode(env, agent, t, z, deterministic=True))
     return env.plan_of(_best(episodes))
 
@@ -446,7 +446,7 @@ def choose_final(
     """The architecture that is cut (``search.final``), and a record of how it was chosen; ``scores`` are
     the channel scores on the current weights (the rescored plans keep those channels)."""
     last = cfg.search_epochs - 1
-    z = context.z(last) if context is not None else None
+    z = context.prior(last) if context is not None else None
     if cfg.final == "deterministic":
         return env.plan_of(run_episode(env, agent, last, z, deterministic=True)), {}
     recent = [e for e in env.history if e.epoch > last - cfg.final_window and math.isfinite(e.reward)]
