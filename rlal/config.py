@@ -269,10 +269,11 @@ AgentKind = Literal["sac", "sac-no-dynamics", "random", "uniform"]
 
 @dataclass
 class ContextConfig:
-    """The environment-dynamics model: epoch embeddings -> recurrent net -> z_t; (keep, z_t) -> reward."""
+    """The environment-dynamics model: epoch embeddings -> recurrent net -> z_t; (keep, z_t) -> reward, and
+    (keep, prior of epoch t) -> reward, the prior being the context the agent acts on (rlal.agent.context)."""
 
     z_dim: int = 8
-    """Width of the epoch context z_t (the recurrent net's hidden size) that conditions actor and critics."""
+    """Width of the epoch context (the recurrent net's hidden size) that conditions actor and critics."""
     embed_dim: int = 16
     """Width of the learnable embedding of each training epoch (the recurrent net's input)."""
     rnn: Literal["gru", "lstm"] = "gru"

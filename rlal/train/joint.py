@@ -345,7 +345,8 @@ def run_agent_episodes(
     env: PruningEnv, agent: Agent, context: EpochContext | None, t: int, episodes: int,
     *, dist: Dist | None = None, progress: bool = False, desc: str = "agent",
 ) -> list[Episode]:
-    """P exploration episodes on the current weights, conditioned on z_t; each is stored for learning.
+    """P exploration episodes on the current weights, conditioned on epoch t's prior context (see
+    :mod:`rlal.agent.context`); each is stored for learning.
 
     With several ranks (``dist``) the scoring, the whole cost, is split: see :func:`_split_episodes`."""
     env.set_epoch(t)  # importance rescored on the new weights; the previous epoch's rewards checked
