@@ -4,6 +4,7 @@ model and alignment, cut, fine-tune."""
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -50,6 +51,8 @@ def test_joint_run_meets_the_target_and_the_cut_equals_the_masked_model(fmnist_d
     assert chosen["plan"] == result.plan.to_dict()
     assert len(set(sources)) == len(sources)  # unique names, though rewards on a few batches tie often
     episodes = json.loads((tmp_path / "run" / "episodes.json").read_text())
+    # the exploration episodes alone: the greedy candidate of the final choice is neither scored nor recorded
+    assert len(episodes) == 2 * 4 and "greedy" in sources
     named = [c for c in choice["candidates"] if c["source"].startswith("episode ")]
     assert named and all(episodes[int(c["source"].split()[1])]["keep"] == c["plan"] for c in named)
     align = next(r for r in records if r["phase"] == "align")
@@ -71,6 +74,16 @@ def test_joint_run_meets_the_target_and_the_cut_equals_the_masked_model(fmnist_d
         assert png.read_bytes()[:4] == b"\x89PNG" and f"plots/{plot}.png" in report
     widths = (tmp_path / "run" / "widths.csv").read_text().splitlines()
     assert widths[0].startswith("layer,dense_channels,kept_channels") and widths[-1].startswith("total,")
+
+
+def test_greedy_plans_are_neither_scored_nor_recorded_as_episodes(fmnist_dir, tmp_path):  # noqa: F811
+    config = joint_config(fmnist_dir, "search.align_to=deterministic", "search.final=deterministic")
+    result = fit_joint(config, tmp_path / "run")
+    episodes = json.loads((tmp_path / "run" / "episodes.json").read_text())
+    assert [e["epoch"] for e in episodes] == [0] * 4 + [1] * 4  # each epoch's exploration episodes only
+    assert all(math.isfinite(e["reward"]) for e in episodes)
+    search = [r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if r["phase"] == "search"]
+    assert all(r["selected_macs"] <= 0.5 * result.dense_macs for r in search)
 
 
 def test_proximal_alignment_steps_after_every_aligned_step_and_reaches_the_target(

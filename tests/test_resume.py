@@ -146,6 +146,25 @@ def test_a_run_with_a_shorter_dense_phase_stopped_at_the_cut_resumes_on_its_sche
     assert same_metrics(out, tmp_path / "reference")
 
 
+def test_a_run_scoring_with_bn_re_estimation_resumes_in_a_search_epoch_to_the_uninterrupted_result(
+    fmnist_dir, tmp_path, monkeypatch  # noqa: F811
+):
+    """The BN re-estimation batches of a search epoch are those of the last epoch trained, also when the
+    run was resumed just before it (a resumed run's loader starts at epoch 0)."""
+    overrides = [*joint_overrides(fmnist_dir), "search.search_epochs=2", "search.final_window=1",
+                 "train.epochs=5", "env.bn_recalibration_batches=1"]
+    config = load_config(None, overrides)
+    reference = fit_joint(config, tmp_path / "reference")
+    out = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        interrupt_after(patch, rlal.train.joint, 2)  # the first search epoch; the second scores on resuming
+        with pytest.raises(RunInterrupted):
+            fit_joint(config, out)
+    resumed = fit_joint(config, out, resume=True)
+    assert resumed.test_acc == reference.test_acc
+    assert same_metrics(out, tmp_path / "reference")
+
+
 def wait_past_checkpoint(process: subprocess.Popen, out: Path, epoch: int, timeout: float) -> None:
     """Wait until the run in ``out`` has checkpointed ``epoch`` (while ``process`` still runs), then a little
     longer, so that a kill lands inside the next epoch."""

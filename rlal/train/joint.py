@@ -168,6 +168,11 @@ def train_and_prune(
     with guarded_epochs(run_dir) as guard:
         for epoch in range(done + 1, config.train.epochs + 1):
             guard.epoch = epoch
+            # The scorer's BN re-estimation, the final choice and the cut read the first batches of the whole
+            # training split in the order of the last epoch trained. In a single process that loader is the
+            # one training sets; a rank trains on a copy (its shard) and a resumed run starts it at 0, so it
+            # is set here, and again after the training of the epochs that choose and cut.
+            data.train.set_epoch(epoch - 1)
             if epoch <= s.warmup_epochs:
                 stats, synced = _train_epoch(model, step, train, optimizer, scheduler, runtime, config, epoch,
                                              "warm-up", None, subnets)
@@ -206,6 +211,7 @@ def train_and_prune(
                     **_subnet_record(stats),
                 })
                 if epoch == last_search:  # freeze the architecture; alignment to it follows
+                    data.train.set_epoch(epoch)
                     scores = channel_importance(structure, config.env.criterion)  # the latest weights
                     with rank_scoring.counting(model):
                         final, record = choose_final(env, agent, context, s, data, runtime, config, scores)
@@ -236,6 +242,7 @@ def train_and_prune(
 
             if epoch == s.cut_epoch:  # remove exactly the channels alignment pushed down
                 assert final is not None and align.kept is not None
+                data.train.set_epoch(epoch)
                 small, at_cut = cut_and_measure(model, structure, final, align, data, runtime, config)
                 metrics.write({"phase": "cut", "epoch": epoch, **at_cut})
                 model, optimizer, scheduler = _small_model(structure, final, runtime, config,
@@ -435,9 +442,22 @@ def select_plan(
 ) -> Plan:
     """The plan the weights are aligned to this epoch (``search.align_to``)."""
     if cfg.align_to == "deterministic":
-        z = context.prior(t) if context is not None else None
-        return env.plan_of(run_episode(env, agent, t, z, deterministic=True))
+        return greedy_plan(env, agent, t, context.prior(t) if context is not None else None)
     return env.plan_of(_best(episodes))
+
+
+def greedy_plan(env: PruningEnv, agent: Agent, t: int, z: torch.Tensor | None) -> Plan:
+    """The agent's greedy plan on epoch t's context, neither scored nor recorded in ``env.history``: it is
+    not an exploration episode, and after the last search epoch's training the environment's channel
+    scores and uniform baseline are those of the weights before it, so a reward there would be measured
+    against a stale baseline (the final choice scores its candidates itself)."""
+    scorer, seen = env.scorer, len(env.history)
+    env.scorer = None
+    try:
+        return env.plan_of(run_episode(env, agent, t, z, deterministic=True))
+    finally:
+        env.scorer = scorer
+        del env.history[seen:]
 
 
 def choose_final(
@@ -449,7 +469,7 @@ def choose_final(
     last = cfg.search_epochs - 1
     z = context.prior(last) if context is not None else None
     if cfg.final == "deterministic":
-        return env.plan_of(run_episode(env, agent, last, z, deterministic=True)), {}
+        return greedy_plan(env, agent, last, z), {}
     recent = [e for e in env.history if e.epoch > last - cfg.final_window and math.isfinite(e.reward)]
     if cfg.final == "best-recent":
         return env.plan_of(_best(recent)), {}
@@ -466,7 +486,7 @@ def rescore_final(
     plans: list[Plan] = [env.uniform_plan]
     sources = ["uniform"]
     if isinstance(agent, SACAgent):  # the others have no policy to be greedy about
-        greedy = env.plan_of(run_episode(env, agent, last, z, deterministic=True))
+        greedy = greedy_plan(env, agent, last, z)
         if greedy.keep != env.uniform_plan.keep:
             plans.append(greedy)
             sources.append("greedy")
