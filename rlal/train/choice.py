@@ -9,6 +9,11 @@ the uniform plan image by image (a paired difference), and a non-uniform plan is
 difference exceeds ``margin`` standard errors. Otherwise the uniform plan is cut: the search then found
 nothing it can show to be better, and says so in the run's metrics.
 
+The comparison is fair on noise but not neutral between the candidates: the latest weights were trained
+in the last search epoch with alignment toward that epoch's selected plan, whose removed channels were
+pushed toward zero, so that plan (and any candidate sharing its removed channels) loses less to masking
+than the others. The uniform plan carries no such advantage unless it was the plan aligned to.
+
 Standard error of a paired difference ``d`` (candidate minus uniform correctness): per image, ``d_i`` is
 averaged over the BN sets; ``se^2 = var(d_i) / n_images + var(per-set means) / bn_sets``, the image
 sampling noise plus the BN re-estimation noise that all images share.
