@@ -134,11 +134,16 @@ def test_a_run_with_a_shorter_dense_phase_stopped_at_the_cut_resumes_on_its_sche
     """The small model's schedule, rebuilt on resuming, starts where the shortened dense phase left it."""
     overrides = [*joint_overrides(fmnist_dir), "search.search_epochs=1", "search.final_window=1",
                  "train.epochs=5", "search.dense_epoch_fraction=0.5"]
-    config = load_config(None, overrides)
+    # the cut ends epoch 3 (warm-up 1, search 1, align 1)
+    stopped_and_resumed_like_the_uninterrupted_run(load_config(None, overrides), 3, tmp_path, monkeypatch)
+
+
+def stopped_and_resumed_like_the_uninterrupted_run(config, stop_after: int, tmp_path, monkeypatch) -> None:
+    """Run ``config`` whole, and again stopped after epoch ``stop_after`` and resumed: the same results."""
     reference = fit_joint(config, tmp_path / "reference")
     out = tmp_path / "run"
     with monkeypatch.context() as patch:
-        interrupt_after(patch, rlal.train.joint, 3)  # the cut ends epoch 3 (warm-up 1, search 1, align 1)
+        interrupt_after(patch, rlal.train.joint, stop_after)
         with pytest.raises(RunInterrupted):
             fit_joint(config, out)
     resumed = fit_joint(config, out, resume=True)
@@ -153,16 +158,8 @@ def test_a_run_scoring_with_bn_re_estimation_resumes_in_a_search_epoch_to_the_un
     run was resumed just before it (a resumed run's loader starts at epoch 0)."""
     overrides = [*joint_overrides(fmnist_dir), "search.search_epochs=2", "search.final_window=1",
                  "train.epochs=5", "env.bn_recalibration_batches=1"]
-    config = load_config(None, overrides)
-    reference = fit_joint(config, tmp_path / "reference")
-    out = tmp_path / "run"
-    with monkeypatch.context() as patch:
-        interrupt_after(patch, rlal.train.joint, 2)  # the first search epoch; the second scores on resuming
-        with pytest.raises(RunInterrupted):
-            fit_joint(config, out)
-    resumed = fit_joint(config, out, resume=True)
-    assert resumed.test_acc == reference.test_acc
-    assert same_metrics(out, tmp_path / "reference")
+    # stopped after the first search epoch: the second scores on resuming
+    stopped_and_resumed_like_the_uninterrupted_run(load_config(None, overrides), 2, tmp_path, monkeypatch)
 
 
 def wait_past_checkpoint(process: subprocess.Popen, out: Path, epoch: int, timeout: float) -> None:
