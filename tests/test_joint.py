@@ -11,9 +11,10 @@ import torch
 from test_train import fmnist_dir, small_config  # noqa: F401  (fixture re-used)
 
 from rlal.cli import main
+from rlal.env.reward import SubnetScorer
 from rlal.errors import RlalError
 from rlal.report.metrics import read_metrics
-from rlal.structure import load_pruned
+from rlal.structure import Plan, load_pruned
 from rlal.train.align import AlignmentRegularizer
 from rlal.train.joint import fit_joint
 
@@ -76,9 +77,15 @@ def test_joint_run_meets_the_target_and_the_cut_equals_the_masked_model(fmnist_d
     assert widths[0].startswith("layer,dense_channels,kept_channels") and widths[-1].startswith("total,")
 
 
-def test_greedy_plans_are_neither_scored_nor_recorded_as_episodes(fmnist_dir, tmp_path):  # noqa: F811
+def test_greedy_plans_are_neither_scored_nor_recorded_as_episodes(
+    fmnist_dir, tmp_path, monkeypatch  # noqa: F811
+):
+    scored: list[Plan] = []
+    score = SubnetScorer.score
+    monkeypatch.setattr(SubnetScorer, "score", lambda self, plan: scored.append(plan) or score(self, plan))
     config = joint_config(fmnist_dir, "search.align_to=deterministic", "search.final=deterministic")
     result = fit_joint(config, tmp_path / "run")
+    assert len(scored) == 2 * (1 + 4)  # per search epoch the uniform plan and the 4 episodes, no greedy plan
     episodes = json.loads((tmp_path / "run" / "episodes.json").read_text())
     assert [e["epoch"] for e in episodes] == [0] * 4 + [1] * 4  # each epoch's exploration episodes only
     assert all(math.isfinite(e["reward"]) for e in episodes)

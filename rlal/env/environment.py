@@ -46,8 +46,10 @@ reward for every episode of an epoch, is logged as a warning on the ``rlal.env``
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+from collections.abc import Iterator
 from typing import Any, Protocol
 
 import numpy as np
@@ -185,6 +187,19 @@ class PruningEnv:
         self.history.append(episode)
         self._states, self._actions = [], []  # a second finish() needs a new episode
         return episode
+
+    @contextlib.contextmanager
+    def off_the_record(self, scorer: Scorer | None = None) -> Iterator[None]:
+        """Episodes finished inside the block are scored by ``scorer`` (None: not scored, reward NaN) and
+        left out of :attr:`history`: a greedy plan, or acting ahead to learn which plans an epoch will ask
+        about. The environment's own scorer and history are back in place on exit."""
+        own, seen = self.scorer, len(self.history)
+        self.scorer = scorer
+        try:
+            yield
+        finally:
+            self.scorer = own
+            del self.history[seen:]
 
     def score(self, plan: Plan) -> float:
         """The reward of ``plan`` on the current weights (``env.reward``); NaN without a scorer."""

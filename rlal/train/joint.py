@@ -387,15 +387,13 @@ def _split_episodes(
     """
     scorer = env.scorer
     assert scorer is not None
-    saved_agent, seen = agent.state_dict(), len(env.history)
+    saved_agent = agent.state_dict()
     planned = _Planned()
-    env.scorer = planned
     try:
-        for _ in range(episodes):
-            agent.observe(run_episode(env, agent, t, z))  # observed too: acting may count episodes seen
+        with env.off_the_record(planned):
+            for _ in range(episodes):
+                agent.observe(run_episode(env, agent, t, z))  # observed too: acting may count episodes seen
     finally:
-        env.scorer = scorer
-        del env.history[seen:]
         agent.load_state_dict(saved_agent)
     mine = {i: float(scorer.score(plan)) for i, plan in enumerate(planned.plans)
             if i % dist.world_size == dist.rank}
@@ -451,13 +449,8 @@ def greedy_plan(env: PruningEnv, agent: Agent, t: int, z: torch.Tensor | None) -
     not an exploration episode, and after the last search epoch's training the environment's channel
     scores and uniform baseline are those of the weights before it, so a reward there would be measured
     against a stale baseline (the final choice scores its candidates itself)."""
-    scorer, seen = env.scorer, len(env.history)
-    env.scorer = None
-    try:
+    with env.off_the_record():
         return env.plan_of(run_episode(env, agent, t, z, deterministic=True))
-    finally:
-        env.scorer = scorer
-        del env.history[seen:]
 
 
 def choose_final(
