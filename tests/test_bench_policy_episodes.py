@@ -1,0 +1,75 @@
+"""bench/policy_episodes.py: the policy's episodes against the random warm-up's, read from joint runs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "policy_episodes.py"
+UNIFORM = {"a": 8, "b": 16}
+
+
+def joint_run(path: Path, rewards: list[float], *, warmup: int, greedy: float | None,
+              reward: str = "vs-uniform", recorded_greedy: bool = False) -> Path:  # fmt: skip
+    """A run directory holding what the script reads: two search epochs of ``len(rewards) // 2`` episodes,
+    the first ``warmup`` random; every episode keeps layer ``a`` at 16 (twice uniform's width) and ``b`` at
+    16 (uniform's); ``greedy`` None: the greedy plan was the uniform plan and is not listed."""
+    path.mkdir(parents=True)
+    half = len(rewards) // 2
+    episodes = [{"epoch": i // half, "reward": r, "keep": {"a": 16, "b": 16}} for i, r in enumerate(rewards)]
+    if recorded_greedy:  # what runs before 3bc2eee wrote after the search's episodes
+        episodes.append({"epoch": 1, "reward": 0.5, "keep": {"a": 8, "b": 8}})
+    (path / "episodes.json").write_text(json.dumps(episodes))
+    (path / "run.json").write_text(
+        json.dumps(
+            {"agent_warmup_episodes": warmup, "config": {"env": {"reward": reward}, "agent": {"kind": "sac"}}}
+        )
+    )
+    candidates = [{"source": "uniform", "diff_vs_uniform": 0.0, "plan": UNIFORM}]
+    if greedy is not None:
+        candidates.append({"source": "greedy", "diff_vs_uniform": greedy, "plan": {"a": 8, "b": 8}})
+    metrics = [
+        {"phase": "search", "epoch": 2, "episode_rewards": rewards[:half]},
+        {"phase": "search", "epoch": 3, "episode_rewards": rewards[half:]},
+        {"phase": "final-choice", "epoch": 3, "rule": "rescored", "candidates": candidates},
+    ]
+    (path / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics))
+    return path
+
+
+def policy_episodes(*runs: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(SCRIPT), *map(str, runs)], capture_output=True, text=True,
+                          check=False)  # fmt: skip
+
+
+def test_pairs_the_policy_episodes_with_the_random_ones_of_each_run(tmp_path: Path) -> None:
+    one = joint_run(tmp_path / "one", [-0.02, -0.04, 0.01, 0.03], warmup=2, greedy=-1.5, recorded_greedy=True)
+    two = joint_run(tmp_path / "two", [0.00, 0.02, 0.00, 0.00], warmup=2, greedy=None)
+    out = policy_episodes(one, two)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    # the recorded greedy episode of the older run is not a policy episode; distance: layer a at 2x uniform
+    assert lines[0] == (
+        f"{one}: random -3.00 (2 episodes, distance 0.50), policy +2.00 (2, distance 0.50), "
+        "policy - random +5.00; greedy - uniform -1.50"
+    )
+    assert lines[1].endswith("policy - random -1.00; greedy - uniform +0.00")
+    assert lines[2].startswith("policy - random episodes over 2 runs: +2.00 ± 4.24, SE 3.00, ")
+    assert lines[3].startswith("greedy - uniform over 2 runs: -0.75 ± 1.06, SE 0.75, ")
+
+
+def test_refuses_rewards_that_are_not_relative_to_the_uniform_plan(tmp_path: Path) -> None:
+    run = joint_run(tmp_path / "raw", [0.8, 0.7, 0.9, 0.8], warmup=2, greedy=None, reward="accuracy")
+    out = policy_episodes(run)
+    assert out.returncode == 2
+    expected = f"error: {run}: rewards are not relative to the uniform plan (env.reward 'accuracy')"
+    assert out.stderr == expected + "\n"
+
+
+def test_refuses_a_run_whose_episodes_are_all_random(tmp_path: Path) -> None:
+    run = joint_run(tmp_path / "all-random", [0.0, 0.01, 0.02, 0.0], warmup=4, greedy=None)
+    out = policy_episodes(run)
+    assert out.returncode == 2
+    assert "4 warm-up episodes of 4: no random or no policy episodes to compare" in out.stderr
