@@ -1,11 +1,10 @@
 """Did the agent's policy propose better plans than its random warm-up did? Read from finished joint runs.
 
-The first ``agent_warmup_episodes`` episodes of a run (``run.json``) draw their actions at random; the rest
-come from the policy, after its first updates. With ``env.reward: vs-uniform`` every reward is the
-sub-network's accuracy minus the uniform plan's on the same weights and BN batches, so rewards of different
-epochs share a footing: the drift of the weights' own accuracy is removed, and what is left is how far each
-plan is from the weights' best allocation (which training toward an aligned plan can move too). A policy
-that learnt something earns more than the random episodes before it, paired over the runs.
+The split and its reading are :mod:`rlal.report.policy`'s (each run's ``report.md`` states it too): the
+first ``agent_warmup_episodes`` episodes of a run draw random actions, the rest come from the policy, and
+with ``env.reward: vs-uniform`` every reward is the plan's accuracy minus the uniform plan's on the same
+weights. This script pairs the runs: a policy that learnt something earns more than the random episodes
+before it, run after run.
 
     python bench/policy_episodes.py RUN_DIR [RUN_DIR ...]
 
@@ -22,10 +21,9 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
-import numpy as np
-
+from rlal.report.policy import PolicyEpisodes, policy_episodes
 from rlal.report.stats import summarize_paired
 
 
@@ -34,34 +32,25 @@ def _fail(message: str) -> NoReturn:
     sys.exit(2)
 
 
-def read_run(run: Path) -> tuple[list[dict[str, Any]], int, dict[str, Any]]:
-    """(episodes in the order they ran, random warm-up episodes, the final-choice record) of a joint run."""
+def read_run(run: Path) -> PolicyEpisodes:
+    """The random/policy split of one finished joint run directory."""
     try:
         episodes = json.loads((run / "episodes.json").read_text())
         info = json.loads((run / "run.json").read_text())
         metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line]
     except (OSError, ValueError) as err:
         _fail(f"{run}: not a finished joint run ({err})")
-    kind = info["config"]["agent"].get("kind")
-    if kind != "sac":
-        _fail(f"{run}: the agent has no learnt policy (agent.kind {kind!r})")
-    reward = info["config"]["env"].get("reward")
-    if reward != "vs-uniform":
-        _fail(f"{run}: rewards are not relative to the uniform plan (env.reward {reward!r})")
-    # The search epochs' own episodes: runs before 3bc2eee also recorded the final choice's greedy plan.
-    searched = sum(len(m["episode_rewards"]) for m in metrics if m.get("phase") == "search")
-    if searched > len(episodes):
-        _fail(f"{run}: episodes.json holds fewer episodes than metrics.jsonl's search epochs")
-    episodes = episodes[:searched]
-    choice = [m for m in metrics if m.get("phase") == "final-choice"]
-    if len(choice) != 1 or choice[0].get("rule") != "rescored":
+    try:
+        split = policy_episodes(info.get("config") or {}, info, metrics, episodes)
+    except ValueError as err:
+        _fail(f"{run}: {err}")
+    if split.greedy_vs_uniform is None:
         _fail(f"{run}: no rescored final choice in metrics.jsonl")
-    warmup = int(info["agent_warmup_episodes"])
-    if not 0 < warmup < len(episodes):
-        _fail(
-            f"{run}: {warmup} warm-up episodes of {len(episodes)}: no random or no policy episodes to compare"
-        )
-    return episodes, warmup, choice[0]
+    return split
+
+
+def _distance(value: float | None) -> str:
+    return "missing" if value is None else f"{value:.2f}"
 
 
 def main() -> None:
@@ -70,21 +59,16 @@ def main() -> None:
     args = parser.parse_args()
     policy_gain, greedy_gain = [], []
     for run in args.runs:
-        episodes, warmup, choice = read_run(run)
-        by_source = {c["source"]: c for c in choice["candidates"]}
-        uniform = by_source["uniform"]["plan"]
-        rewards = np.array([e["reward"] for e in episodes]) * 100
-        ratios = np.array([[e["keep"][layer] / uniform[layer] for layer in uniform] for e in episodes])
-        distance = np.abs(ratios - 1).mean(axis=1)  # relative to uniform's width of each layer
-        random, policy = rewards[:warmup].mean(), rewards[warmup:].mean()
-        policy_gain.append(policy - random)
-        # the choice lists the greedy plan only where it differs from the uniform plan
-        greedy = by_source["greedy"]["diff_vs_uniform"] if "greedy" in by_source else 0.0
-        greedy_gain.append(greedy)
+        split = read_run(run)
+        assert split.greedy_vs_uniform is not None
+        policy_gain.append(split.gain)
+        greedy_gain.append(split.greedy_vs_uniform)
+        random, policy = sum(split.random) / len(split.random), sum(split.policy) / len(split.policy)
         print(
-            f"{run}: random {random:+.2f} ({warmup} episodes, distance {distance[:warmup].mean():.2f}), "
-            f"policy {policy:+.2f} ({len(episodes) - warmup}, distance {distance[warmup:].mean():.2f}), "
-            f"policy - random {policy - random:+.2f}; greedy - uniform {greedy:+.2f}"
+            f"{run}: random {random:+.2f} ({len(split.random)} episodes, distance "
+            f"{_distance(split.random_distance)}), policy {policy:+.2f} ({len(split.policy)}, distance "
+            f"{_distance(split.policy_distance)}), policy - random {split.gain:+.2f}; "
+            f"greedy - uniform {split.greedy_vs_uniform:+.2f}"
         )
     for name, diffs in (("policy - random episodes", policy_gain), ("greedy - uniform", greedy_gain)):
         s = summarize_paired(diffs)

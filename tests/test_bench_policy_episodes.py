@@ -72,4 +72,4 @@ def test_refuses_a_run_whose_episodes_are_all_random(tmp_path: Path) -> None:
     run = joint_run(tmp_path / "all-random", [0.0, 0.01, 0.02, 0.0], warmup=4, greedy=None)
     out = policy_episodes(run)
     assert out.returncode == 2
-    assert "4 warm-up episodes of 4: no random or no policy episodes to compare" in out.stderr
+    assert "4 warm-up episodes of 4: no random or no policy episodes" in out.stderr

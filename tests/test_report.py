@@ -59,9 +59,13 @@ def make_joint_run(
     align_loss: float | None = None,
     clip: float = 0.0,
     env: tuple[str, ...] = (),
+    warmup_episodes: int | None = None,
+    greedy: float | None = None,
 ) -> Plan:
     """A finished joint run's files, as fit_joint writes them (with one align epoch of training loss
-    ``align_loss`` after the search when given, else none); returns the final plan."""
+    ``align_loss`` after the search when given, else none; ``warmup_episodes`` recorded in run.json when
+    given; a rescored final choice listing a greedy plan ``greedy`` points from uniform when given);
+    returns the final plan."""
     epochs = WARMUP + SEARCH + FINE_TUNE
     align_epochs = 0 if align_loss is None else 1
     config = load_config(None, [
@@ -70,7 +74,8 @@ def make_joint_run(
         f"search.align_epochs={align_epochs}", f"search.episodes_per_epoch={EPISODES}", "env.target_macs=0.5",
         f"optim.clip_grad_norm={clip}", *env,
     ])
-    write_run_header(run_dir, config, {"device": "cpu fp32 contiguous", "data_source": "synthetic"})
+    extra = {} if warmup_episodes is None else {"agent_warmup_episodes": warmup_episodes}
+    write_run_header(run_dir, config, {"device": "cpu fp32 contiguous", "data_source": "synthetic", **extra})
     rng = np.random.default_rng(0)
     cost = structure.cost
     episodes, plans = [], []
@@ -96,6 +101,13 @@ def make_joint_run(
             "agent_qf1_loss": 0.01, "selected_plan": plan.to_dict(), "selected_macs": cost.of(plan)[0],
         })
     final = plans[-1]
+    if greedy is not None:
+        candidates = [{"source": "uniform", "accuracy": 50.0, "diff_vs_uniform": 0.0, "se": 0.0,
+                       "plan": Plan.from_keep_ratios(structure, 0.5).to_dict()},
+                      {"source": "greedy", "accuracy": 50.0 + greedy, "diff_vs_uniform": greedy, "se": 0.3,
+                       "plan": final.to_dict()}]
+        metrics.write({"phase": "final-choice", "epoch": WARMUP + SEARCH, "rule": "rescored",
+                       "chosen": "uniform", "kept_uniform": True, "margin_se": 2.0, "candidates": candidates})
     cut_epoch = WARMUP + SEARCH + align_epochs  # the cut follows the last search or align epoch
     if align_loss is not None:
         metrics.write({**training_record(cut_epoch, "align", 60.0, None), "train_loss": align_loss,
@@ -260,6 +272,32 @@ def test_joint_run_report_has_every_section_and_valid_png_figures(tmp_path: Path
     held = 100 * sum(group.macs for group in structure.skipped) / dense
     assert f"{len(structure.skipped)} layers could not be pruned; they hold {held:.1f} %" in text
     assert re.search(r"\bnan\b", text, re.IGNORECASE) is None  # a NaN reward never leaks into the page
+
+
+def test_the_report_sets_the_policys_episodes_against_the_random_warm_ups(tmp_path: Path) -> None:
+    make_joint_run(tmp_path, resnet20_structure(), warmup_episodes=EPISODES, greedy=-1.25)
+    rewards = [e["reward"] for e in json.loads((tmp_path / "episodes.json").read_text())]
+    # search epoch 0 is the warm-up; its first reward is NaN (null) and is not counted
+    random = [100 * r for r in rewards[:EPISODES] if r is not None]
+    policy = [100 * r for r in rewards[EPISODES:]]
+    gain = np.mean(policy) - np.mean(random)
+    se = math.sqrt(np.var(random, ddof=1) / len(random) + np.var(policy, ddof=1) / len(policy))
+    text = write_report(tmp_path).read_text()
+    expected = (
+        f"Of the scored episodes, {len(random)} drew random actions (the agent's warm-up) and {len(policy)} "
+        f"came from its policy. Mean reward against the uniform plan: random {np.mean(random):+.2f} points, "
+        f"policy {np.mean(policy):+.2f}; policy − random **{gain:+.2f}** ± {se:.2f} (standard error). Its "
+        "greedy plan, the allocation it rates best, scored -1.25 points"
+    )
+    assert expected in text
+
+
+@pytest.mark.parametrize("env", [(), ("env.reward=accuracy",)])
+def test_the_report_says_nothing_of_the_policy_where_the_run_cannot_tell(tmp_path: Path, env: tuple) -> None:
+    # without the warm-up's count (runs before it was recorded), or with rewards not set against uniform
+    make_joint_run(tmp_path, resnet20_structure(), env=env, warmup_episodes=EPISODES if env else None)
+    text = write_report(tmp_path).read_text()
+    assert "## Search" in text and "Did the policy learn?" not in text
 
 
 def test_dense_run_report_has_only_the_accuracy_figure(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ from rlal.checkpoint import write_text
 from rlal.env.budget import resolve_target
 from rlal.errors import RlalError
 from rlal.report import plots
+from rlal.report.policy import policy_episodes
 from rlal.report.widths import OTHER, TOTAL, WIDTHS_FILE, read_widths
 
 REPORT_FILE = "report.md"
@@ -191,7 +192,7 @@ def render(files: RunFiles, figures: Sequence[tuple[Path, str]]) -> str:
         if files.method == "rlal" or files.cut is not None:  # baselines that train a small model cut nothing
             lines += ["## At the cut", "", *_at_cut(files), ""]
         if files.search:
-            lines += ["## Search", "", *_search(files), ""]
+            lines += ["## Search", "", *_search(files), "", *_policy(files)]
         lines += ["## Per-layer widths", "", *_widths(files), ""]
         skipped = _skipped(files)
         if skipped:
@@ -349,6 +350,34 @@ def _search(files: RunFiles) -> list[str]:
             *(_num(r.get(k), ".4g") for k in agent_keys), _int(selected) + share,
         ])
     return _table(header, rows)
+
+
+def _policy(files: RunFiles) -> list[str]:
+    """Whether the agent's policy earned more than its random warm-up (see :mod:`rlal.report.policy`);
+    nothing where the run cannot tell."""
+    try:
+        split = policy_episodes(files.config, files.run, files.metrics, files.episodes)
+    except ValueError:
+        return []
+    se = "" if split.gain_se is None else f" ± {split.gain_se:.2f} (standard error)"
+    random, policy = statistics.mean(split.random), statistics.mean(split.policy)
+    text = (
+        f"**Did the policy learn?** Of the scored episodes, {len(split.random)} drew random actions (the "
+        f"agent's warm-up) and {len(split.policy)} came from its policy. Mean reward against the "
+        f"uniform plan: random {random:+.2f} points, policy {policy:+.2f}; policy − random "
+        f"**{split.gain:+.2f}**{se}."
+    )
+    if split.greedy_vs_uniform is not None:
+        text += (
+            f" Its greedy plan, the allocation it rates best, scored {split.greedy_vs_uniform:+.2f} points "
+            "against the uniform plan on the whole reward split (final choice; 0 where it is the uniform "
+            "plan)."
+        )
+    text += (
+        " A policy that learnt an allocation earns more than its random episodes did; a greedy plan below "
+        "the uniform plan has found nothing better than it."
+    )
+    return [text, ""]
 
 
 def _widths(files: RunFiles) -> list[str]:
