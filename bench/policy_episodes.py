@@ -11,8 +11,14 @@ before it, run after run.
 Prints, per run: the mean reward of the random and of the policy episodes (points); their mean distance
 from the uniform plan (over the layers, the mean of |kept channels / uniform's − 1|); and the greedy plan
 (the policy's mean action, a candidate of the rescored final choice; 0 where it is the uniform plan) minus
-uniform on the full reward split. Then the paired summaries over the runs (mean ± std, SE, 95% interval,
-Student's t). A benchmark script, not a test.
+uniform on the full reward split, with its distance from uniform. Then the paired summaries over the runs
+(mean ± std, SE, 95% interval, Student's t).
+
+Whether there was anything to learn: a ridge regression of the random episodes' rewards on their plans
+(each layer's kept channels relative to the uniform plan's, ``--ridge`` the penalty, the intercept free)
+predicts the policy episodes' rewards, a later epoch's, and the correlation of prediction and reward is
+printed per run and summarised over the runs, beside the correlation of the reward with the plan's
+closeness to uniform (minus its distance). A benchmark script, not a test.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ import json
 import sys
 from pathlib import Path
 from typing import NoReturn
+
+import numpy as np
 
 from rlal.report.policy import PolicyEpisodes, policy_episodes
 from rlal.report.stats import summarize_paired
@@ -49,6 +57,23 @@ def read_run(run: Path) -> PolicyEpisodes:
     return split
 
 
+def ridge_correlation(split: PolicyEpisodes, penalty: float) -> tuple[float, float] | None:
+    """(correlation of the ridge fit of the random episodes with the policy episodes' rewards, correlation of
+    the policy episodes' rewards with minus their distance from uniform); None without the plans."""
+    random, policy = split.random.deviations, split.policy.deviations
+    if random is None or policy is None or len(split.policy.rewards) < 3:
+        return None
+    x = np.c_[np.array(random), np.ones(len(random))]
+    ridge = penalty * np.eye(x.shape[1])
+    ridge[-1, -1] = 0.0  # the intercept is not shrunk
+    w = np.linalg.solve(x.T @ x + ridge, x.T @ np.array(split.random.rewards))
+    later = np.array(policy)
+    predicted = np.c_[later, np.ones(len(later))] @ w
+    actual = np.array(split.policy.rewards)
+    closeness = -np.abs(later).mean(axis=1)
+    return float(np.corrcoef(predicted, actual)[0, 1]), float(np.corrcoef(closeness, actual)[0, 1])
+
+
 def _distance(value: float | None) -> str:
     return "missing" if value is None else f"{value:.2f}"
 
@@ -56,24 +81,38 @@ def _distance(value: float | None) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path, help="finished joint run directories")
+    parser.add_argument("--ridge", type=float, default=1.0, help="the ridge penalty (default 1)")
     args = parser.parse_args()
-    policy_gain, greedy_gain = [], []
+    policy_gain, greedy_gain, fitted, closeness = [], [], [], []
     for run in args.runs:
         split = read_run(run)
         assert split.greedy_vs_uniform is not None
         policy_gain.append(split.gain)
         greedy_gain.append(split.greedy_vs_uniform)
-        random, policy = sum(split.random) / len(split.random), sum(split.policy) / len(split.policy)
+        correlations = ridge_correlation(split, args.ridge)
+        learnable = ""
+        if correlations is not None:
+            fitted.append(correlations[0])
+            closeness.append(correlations[1])
+            learnable = f"; ridge r {correlations[0]:+.2f}, closeness r {correlations[1]:+.2f}"
         print(
-            f"{run}: random {random:+.2f} ({len(split.random)} episodes, distance "
-            f"{_distance(split.random_distance)}), policy {policy:+.2f} ({len(split.policy)}, distance "
-            f"{_distance(split.policy_distance)}), policy - random {split.gain:+.2f}; "
-            f"greedy - uniform {split.greedy_vs_uniform:+.2f}"
+            f"{run}: random {split.random.mean:+.2f} ({len(split.random.rewards)} episodes, distance "
+            f"{_distance(split.random.distance)}), policy {split.policy.mean:+.2f} "
+            f"({len(split.policy.rewards)}, distance {_distance(split.policy.distance)}), policy - random "
+            f"{split.gain:+.2f}; greedy - uniform {split.greedy_vs_uniform:+.2f} (distance "
+            f"{_distance(split.greedy_distance)}){learnable}"
         )
-    for name, diffs in (("policy - random episodes", policy_gain), ("greedy - uniform", greedy_gain)):
+    for name, diffs, unit in (
+        ("policy - random episodes", policy_gain, " points"),
+        ("greedy - uniform", greedy_gain, " points"),
+        ("ridge fit of the random episodes, correlation with the policy episodes' rewards", fitted, ""),
+        ("closeness to uniform, correlation with the policy episodes' rewards", closeness, ""),
+    ):
+        if not diffs:
+            continue
         s = summarize_paired(diffs)
         spread = "" if s.std is None else f" ± {s.std:.2f}, SE {s.se:.2f}, 95% interval {s.interval_text()}"
-        print(f"{name} over {s.n} runs: {s.mean:+.2f}{spread} points")
+        print(f"{name} over {s.n} runs: {s.mean:+.2f}{spread}{unit}")
 
 
 if __name__ == "__main__":

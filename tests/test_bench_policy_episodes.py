@@ -7,18 +7,23 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
 SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "policy_episodes.py"
 UNIFORM = {"a": 8, "b": 16}
 
 
 def joint_run(path: Path, rewards: list[float], *, warmup: int, greedy: float | None,
-              reward: str = "vs-uniform", recorded_greedy: bool = False) -> Path:  # fmt: skip
+              reward: str = "vs-uniform", recorded_greedy: bool = False,
+              keeps: list[dict[str, int]] | None = None) -> Path:  # fmt: skip
     """A run directory holding what the script reads: two search epochs of ``len(rewards) // 2`` episodes,
     the first ``warmup`` random; every episode keeps layer ``a`` at 16 (twice uniform's width) and ``b`` at
     16 (uniform's); ``greedy`` None: the greedy plan was the uniform plan and is not listed."""
     path.mkdir(parents=True)
     half = len(rewards) // 2
-    episodes = [{"epoch": i // half, "reward": r, "keep": {"a": 16, "b": 16}} for i, r in enumerate(rewards)]
+    keeps = keeps or [{"a": 16, "b": 16}] * len(rewards)
+    pairs = enumerate(zip(rewards, keeps, strict=True))
+    episodes = [{"epoch": i // half, "reward": r, "keep": k} for i, (r, k) in pairs]
     if recorded_greedy:  # what runs before 3bc2eee wrote after the search's episodes
         episodes.append({"epoch": 1, "reward": 0.5, "keep": {"a": 8, "b": 8}})
     (path / "episodes.json").write_text(json.dumps(episodes))
@@ -39,8 +44,8 @@ def joint_run(path: Path, rewards: list[float], *, warmup: int, greedy: float | 
     return path
 
 
-def policy_episodes(*runs: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(SCRIPT), *map(str, runs)], capture_output=True, text=True,
+def policy_episodes(*args: Path | str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True,
                           check=False)  # fmt: skip
 
 
@@ -53,9 +58,9 @@ def test_pairs_the_policy_episodes_with_the_random_ones_of_each_run(tmp_path: Pa
     # the recorded greedy episode of the older run is not a policy episode; distance: layer a at 2x uniform
     assert lines[0] == (
         f"{one}: random -3.00 (2 episodes, distance 0.50), policy +2.00 (2, distance 0.50), "
-        "policy - random +5.00; greedy - uniform -1.50"
+        "policy - random +5.00; greedy - uniform -1.50 (distance 0.25)"
     )
-    assert lines[1].endswith("policy - random -1.00; greedy - uniform +0.00")
+    assert lines[1].endswith("policy - random -1.00; greedy - uniform +0.00 (distance 0.00)")
     assert lines[2].startswith("policy - random episodes over 2 runs: +2.00 ± 4.24, SE 3.00, ")
     assert lines[3].startswith("greedy - uniform over 2 runs: -0.75 ± 1.06, SE 0.75, ")
 
@@ -73,3 +78,21 @@ def test_refuses_a_run_whose_episodes_are_all_random(tmp_path: Path) -> None:
     out = policy_episodes(run)
     assert out.returncode == 2
     assert "4 warm-up episodes of 4: no random or no policy episodes" in out.stderr
+
+
+def test_a_reward_linear_in_the_plan_is_found_learnable_from_the_random_episodes(tmp_path: Path) -> None:
+    # reward = 0.02 * (a / 8 - 1) - 0.01 * (b / 16 - 1) in both epochs: a ridge fit of the random ones
+    # predicts the policy ones exactly; closeness to uniform ranks them otherwise (wider a scores higher)
+    keeps = [{"a": a, "b": b} for a, b in [(8, 16), (12, 8), (16, 12), (4, 20), (10, 14), (6, 10)] * 2]
+    rewards = [0.02 * (k["a"] / 8 - 1) - 0.01 * (k["b"] / 16 - 1) for k in keeps]
+    policy_keeps = [{"a": a, "b": b} for a, b in [(9, 15), (14, 10), (5, 18), (11, 16), (7, 12), (13, 13)]]
+    keeps[6:] = policy_keeps
+    rewards[6:] = [0.02 * (k["a"] / 8 - 1) - 0.01 * (k["b"] / 16 - 1) for k in policy_keeps]
+    run = joint_run(tmp_path / "linear", rewards, warmup=6, greedy=0.5, keeps=keeps)
+    closeness = [-(abs(k["a"] / 8 - 1) + abs(k["b"] / 16 - 1)) / 2 for k in policy_keeps]
+    r = np.corrcoef(closeness, rewards[6:])[0, 1]
+    out = policy_episodes(run, "--ridge", "0.0001")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[0].endswith(f"; ridge r +1.00, closeness r {r:+.2f}")
+    summary = "ridge fit of the random episodes, correlation with the policy episodes' rewards over 1 runs"
+    assert f"{summary}: +1.00" in out.stdout

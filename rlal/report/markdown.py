@@ -360,11 +360,11 @@ def _policy(files: RunFiles) -> list[str]:
     except ValueError:
         return []
     se = "" if split.gain_se is None else f" ± {split.gain_se:.2f} (standard error)"
-    random, policy = statistics.mean(split.random), statistics.mean(split.policy)
+    random, policy = split.random.mean, split.policy.mean
     text = (
-        f"**Did the policy learn?** Of the scored episodes, {len(split.random)} drew random actions (the "
-        f"agent's warm-up) and {len(split.policy)} came from its policy. Mean reward against the "
-        f"uniform plan: random {random:+.2f} points, policy {policy:+.2f}; policy − random "
+        f"**Did the policy learn?** Of the scored episodes, {len(split.random.rewards)} drew random actions "
+        f"(the agent's warm-up) and {len(split.policy.rewards)} came from its policy. Mean reward against "
+        f"the uniform plan: random {random:+.2f} points, policy {policy:+.2f}; policy − random "
         f"**{split.gain:+.2f}**{se}."
     )
     if split.greedy_vs_uniform is not None:

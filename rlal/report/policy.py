@@ -16,33 +16,57 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+Deviations = tuple[tuple[float, ...], ...]
+"""Per episode, per layer: kept channels / the uniform plan's − 1."""
+
+
+@dataclass(frozen=True)
+class Group:
+    """The scored episodes of one kind (random or policy), in the order they ran."""
+
+    rewards: tuple[float, ...]
+    """Points against the uniform plan."""
+    deviations: Deviations | None
+    """Each episode's plan relative to the uniform plan; None without the uniform plan (no rescored final
+    choice) or where an episode's layers are not the plan's."""
+
+    @property
+    def mean(self) -> float:
+        return statistics.mean(self.rewards)
+
+    @property
+    def distance(self) -> float | None:
+        """Mean over the episodes of their distance from the uniform plan: the mean of |deviation| over the
+        layers."""
+        if self.deviations is None:
+            return None
+        return statistics.mean(statistics.mean(abs(d) for d in row) for row in self.deviations)
+
 
 @dataclass(frozen=True)
 class PolicyEpisodes:
-    """A run's exploration rewards (points against the uniform plan), split into random and policy ones."""
+    """A run's exploration episodes, split into the random warm-up's and the policy's."""
 
-    random: tuple[float, ...]
-    policy: tuple[float, ...]
-    random_distance: float | None
-    """Mean over the random episodes of their distance from the uniform plan: over the layers, the mean of
-    ``|kept channels / uniform's − 1|``; None without the uniform plan (no rescored final choice)."""
-    policy_distance: float | None
+    random: Group
+    policy: Group
     greedy_vs_uniform: float | None
     """The greedy plan's paired difference with the uniform plan in the rescored final choice (points; 0
     where the greedy plan is the uniform plan, which the choice does not list twice); None without it."""
+    greedy_distance: float | None = None
+    """The greedy plan's distance from the uniform plan, as :attr:`Group.distance`; None without it."""
 
     @property
     def gain(self) -> float:
         """Mean policy reward minus mean random reward, in points."""
-        return statistics.mean(self.policy) - statistics.mean(self.random)
+        return self.policy.mean - self.random.mean
 
     @property
     def gain_se(self) -> float | None:
         """Standard error of :attr:`gain` (two independent groups); None with fewer than 2 in a group."""
-        if len(self.random) < 2 or len(self.policy) < 2:
+        r, p = self.random.rewards, self.policy.rewards
+        if len(r) < 2 or len(p) < 2:
             return None
-        return math.sqrt(statistics.variance(self.random) / len(self.random)
-                         + statistics.variance(self.policy) / len(self.policy))  # fmt: skip
+        return math.sqrt(statistics.variance(r) / len(r) + statistics.variance(p) / len(p))
 
 
 def policy_episodes(
@@ -71,21 +95,24 @@ def policy_episodes(
     by_source = {c.get("source"): c for c in (choice or {}).get("candidates") or []}
     uniform = (by_source.get("uniform") or {}).get("plan")
 
-    def rewards(group: Sequence[dict[str, Any]]) -> tuple[float, ...]:
-        return tuple(100 * e["reward"] for e in group if _finite(e.get("reward")))
+    def group(part: Sequence[dict[str, Any]]) -> Group:
+        scored = [e for e in part if _finite(e.get("reward"))]
+        deviations = None
+        if uniform and all(set(e.get("keep") or {}) == set(uniform) for e in scored):
+            deviations = tuple(tuple(e["keep"][name] / uniform[name] - 1 for name in uniform) for e in scored)
+        return Group(tuple(100 * e["reward"] for e in scored), deviations)
 
-    def distance(group: Sequence[dict[str, Any]]) -> float | None:
-        if not uniform or any(set(e.get("keep") or {}) != set(uniform) for e in group):
-            return None
-        return statistics.mean(
-            statistics.mean(abs(e["keep"][name] / uniform[name] - 1) for name in uniform) for e in group
-        )
-
-    random, policy = episodes[:warmup], episodes[warmup:]
-    if not rewards(random) or not rewards(policy):
+    random, policy = group(episodes[:warmup]), group(episodes[warmup:])
+    if not random.rewards or not policy.rewards:
         raise ValueError("no scored episode among the random or the policy ones")
-    greedy = None if choice is None else float((by_source.get("greedy") or {}).get("diff_vs_uniform", 0.0))
-    return PolicyEpisodes(rewards(random), rewards(policy), distance(random), distance(policy), greedy)
+    greedy, greedy_distance = None, None
+    if choice is not None:
+        listed = by_source.get("greedy") or {"diff_vs_uniform": 0.0, "plan": uniform}
+        greedy = float(listed["diff_vs_uniform"])
+        plan = listed.get("plan")
+        if uniform and plan and set(plan) == set(uniform):
+            greedy_distance = statistics.mean(abs(plan[name] / uniform[name] - 1) for name in uniform)
+    return PolicyEpisodes(random, policy, greedy, greedy_distance)
 
 
 def _finite(value: Any) -> bool:
