@@ -9,7 +9,8 @@ Per agent kind and seed, over the last 6 of 24 epochs (16 episodes each, the set
   ``train_synthetic`` reports, and what the joint loop's final choice is closer to);
 - ``explore_reward``: the mean reward of the epoch's exploration episodes.
 
-    python bench/synthetic_context.py --seeds 3,4,5 [--kinds sac,sac-no-dynamics] [--gamma 0]
+    python bench/synthetic_context.py --seeds 3,4,5 [--kinds sac,sac-no-dynamics] [--gamma 0] \
+        [--reward-scale std]
 
 Seconds per seed on one thread. To compare two versions of the code, run it with each on
 ``PYTHONPATH`` and pair the seeds. This is a benchmark, not a test.
@@ -34,9 +35,10 @@ from rlal.agent import (
 )
 
 
-def agent_config(kind: str, seed: int, gamma: float) -> AgentConfig:
+def agent_config(kind: str, seed: int, gamma: float, reward_scale: str = "none") -> AgentConfig:
     return AgentConfig(kind=kind, seed=seed, hidden_sizes=[64, 64], updates_per_epoch=64, warmup_episodes=16,
-                       gamma=gamma, context=ContextConfig(embed_dim=8, updates_per_epoch=30, max_epochs=32))
+                       gamma=gamma, context=ContextConfig(embed_dim=8, updates_per_epoch=30, max_epochs=32),
+                       **({} if reward_scale == "none" else {"reward_scale": reward_scale}))  # fmt: skip
 
 
 def agent_context(context: EpochContext | None, t: int) -> torch.Tensor | None:
@@ -47,8 +49,10 @@ def agent_context(context: EpochContext | None, t: int) -> torch.Tensor | None:
     return context.prior(t) if hasattr(context, "prior") else context.z(t)
 
 
-def measure(kind: str, seed: int, gamma: float, epochs: int = 24, per_epoch: int = 16) -> dict[str, float]:
-    env, cfg = SyntheticEnv(seed=seed), agent_config(kind, seed, gamma)
+def measure(
+    kind: str, seed: int, gamma: float, epochs: int = 24, per_epoch: int = 16, reward_scale: str = "none"
+) -> dict[str, float]:
+    env, cfg = SyntheticEnv(seed=seed), agent_config(kind, seed, gamma, reward_scale)
     agent, context = make_agent(cfg, env.state_dim, env.num_layers), make_context(cfg, env.num_layers)
     forecast, hindsight, explore, history = [], [], [], []
     for t in range(epochs):
@@ -75,12 +79,14 @@ def main() -> None:
     parser.add_argument("--seeds", default="3,4,5")
     parser.add_argument("--kinds", default="sac")
     parser.add_argument("--gamma", type=float, default=0.0)
+    parser.add_argument("--reward-scale", default="none", help="agent.reward_scale (code before it: none)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     for kind in args.kinds.split(","):
         for seed in (int(s) for s in args.seeds.split(",")):
-            print(json.dumps({"kind": kind, "gamma": args.gamma, "seed": seed,
-                              **measure(kind, seed, args.gamma)}), flush=True)
+            measured = measure(kind, seed, args.gamma, reward_scale=args.reward_scale)
+            print(json.dumps({"kind": kind, "gamma": args.gamma, "reward_scale": args.reward_scale,
+                              "seed": seed, **measured}), flush=True)
 
 
 if __name__ == "__main__":

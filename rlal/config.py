@@ -339,6 +339,12 @@ class AgentConfig:
     reward."""
     baseline_rate: float = 0.1
     """Rate of the running mean: b <- b + rate * (reward - b) after every observed episode."""
+    reward_scale: Literal["none", "std"] = "none"
+    """``std``: the critics learn from every reward divided by the standard deviation of the episode rewards
+    stored so far (recomputed at each update), so the soft Q values are in units of the rewards' spread
+    and the entropy temperature weighs the same against them whatever the reward's units. ``none``: the
+    rewards as they are. Accuracy differences between plans are a few hundredths, so with ``none`` the
+    entropy term (alpha 0.1) outweighs them in the actor's loss."""
     uniform_keep: float | None = None
     """For ``uniform``: a fixed keep ratio for every layer, or None to draw one ratio per episode and act
     deterministically with the best ratio of the latest epoch (a one-scalar search)."""

@@ -115,6 +115,37 @@ def test_moving_average_baseline_is_subtracted_at_push_time():
     assert agent.baseline == pytest.approx(2.5)
 
 
+@pytest.mark.parametrize(("scale", "invariant"), [("std", True), ("none", False)])
+def test_the_std_reward_scale_makes_learning_independent_of_the_rewards_units(scale: str, invariant: bool):
+    rng = np.random.default_rng(0)
+    episodes = [
+        (rng.normal(size=(3, 2)).astype(np.float32), rng.uniform(size=3), float(rng.normal(0.02, 0.03)))
+        for _ in range(8)
+    ]
+    agents = []
+    for unit in (1.0, 100.0):  # accuracy as a fraction, and in points
+        agent = make_agent(small_config("sac-no-dynamics", reward_scale=scale, updates_per_epoch=100), 2, 3)
+        for states, actions, reward in episodes:
+            agent.observe(Episode(0, states, actions, actions, reward * unit))
+        agent.update(None)
+        agents.append(agent)
+    pairs = zip(agents[0].actor.parameters(), agents[1].actor.parameters(), strict=True)
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in pairs) is invariant
+    if invariant:
+        spread = np.std([reward for _, _, reward in episodes], ddof=1)
+        assert agents[0].reward_scale() == pytest.approx(1 / spread, rel=1e-5)
+        assert agents[1].reward_scale() == pytest.approx(1 / (100 * spread), rel=1e-5)
+
+
+def test_the_std_reward_scale_is_one_until_two_episodes_are_stored():
+    agent = make_agent(small_config("sac-no-dynamics", reward_scale="std"), 2, 3)
+    assert agent.reward_scale() == 1.0
+    agent.observe(Episode(0, np.zeros((3, 2)), np.ones(3), np.ones(3), 0.5))
+    assert agent.reward_scale() == 1.0  # one reward has no spread; three transitions hold it
+    agent.observe(Episode(0, np.zeros((3, 2)), np.ones(3), np.ones(3), 0.7))
+    assert agent.reward_scale() == pytest.approx(1 / np.std([0.5, 0.7], ddof=1))
+
+
 def test_target_critics_move_by_polyak_averaging():
     agent, context, _, _ = trained(small_config(tau=0.3))
     target_before = [p.clone() for p in agent.qf1_target.parameters()]

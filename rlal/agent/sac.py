@@ -170,13 +170,29 @@ class SACAgent:
         # A few episodes of a small net hold fewer transitions than a batch: learn from them anyway.
         batch_size = min(self.cfg.batch_size, len(self.replay))
         z_table = self._z_table(context)
+        scale = self.reward_scale()
         totals: dict[str, float] = {}
         for _ in range(n_updates):
             batch = self.replay.sample(batch_size)
+            if scale != 1.0:
+                batch = batch._replace(rewards=batch.rewards * scale)
             stats = self.sac_step(batch, z_table[batch.epochs])
             for key, value in stats.items():
                 totals[key] = totals.get(key, 0.0) + value
         return {key: value / n_updates for key, value in totals.items()}
+
+    def reward_scale(self) -> float:
+        """What the critics' rewards are multiplied by (``agent.reward_scale``): 1, or one over the standard
+        deviation of the episode rewards in the buffer (each episode's last transition holds its reward,
+        whatever the credit), 1 while fewer than two are stored or they do not vary."""
+        if self.cfg.reward_scale == "none":
+            return 1.0
+        n = len(self.replay)
+        final = self.replay.rewards[:n][self.replay.dones[:n] > 0]
+        if len(final) < 2:
+            return 1.0
+        spread = float(final.double().std())
+        return 1.0 / spread if spread > 1e-8 else 1.0
 
     def sac_step(self, batch: Batch, z: Tensor) -> dict[str, float]:
         """One SAC update on ``batch`` whose transitions have contexts ``z`` (B, z_dim), read as CleanRL's."""
