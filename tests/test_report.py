@@ -275,19 +275,23 @@ def test_joint_run_report_has_every_section_and_valid_png_figures(tmp_path: Path
 
 
 def test_the_report_sets_the_policys_episodes_against_the_random_warm_ups(tmp_path: Path) -> None:
-    make_joint_run(tmp_path, resnet20_structure(), warmup_episodes=EPISODES, greedy=-1.25)
+    structure = resnet20_structure()
+    plan = make_joint_run(tmp_path, structure, warmup_episodes=EPISODES, greedy=-1.25)
     rewards = [e["reward"] for e in json.loads((tmp_path / "episodes.json").read_text())]
     # search epoch 0 is the warm-up; its first reward is NaN (null) and is not counted
     random = [100 * r for r in rewards[:EPISODES] if r is not None]
     policy = [100 * r for r in rewards[EPISODES:]]
     gain = np.mean(policy) - np.mean(random)
     se = math.sqrt(np.var(random, ddof=1) / len(random) + np.var(policy, ddof=1) / len(policy))
+    uniform, final = Plan.from_keep_ratios(structure, 0.5).to_dict(), plan.to_dict()  # the greedy plan: final
+    distance = np.mean([abs(final[name] / uniform[name] - 1) for name in uniform])
     text = write_report(tmp_path).read_text()
     expected = (
         f"Of the scored episodes, {len(random)} drew random actions (the agent's warm-up) and {len(policy)} "
         f"came from its policy. Mean reward against the uniform plan: random {np.mean(random):+.2f} points, "
         f"policy {np.mean(policy):+.2f}; policy − random **{gain:+.2f}** ± {se:.2f} (standard error). Its "
-        "greedy plan, the allocation it rates best, scored -1.25 points"
+        "greedy plan, the allocation it rates best, scored -1.25 points against the uniform plan on the "
+        f"whole reward split (final choice; 0 where it is the uniform plan), {distance:.2f} from it"
     )
     assert expected in text
 

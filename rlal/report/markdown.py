@@ -368,10 +368,12 @@ def _policy(files: RunFiles) -> list[str]:
         f"**{split.gain:+.2f}**{se}."
     )
     if split.greedy_vs_uniform is not None:
+        distance = "" if split.greedy_distance is None else (
+            f", {split.greedy_distance:.2f} from it (the mean over the layers of |kept / uniform's − 1|)")
         text += (
             f" Its greedy plan, the allocation it rates best, scored {split.greedy_vs_uniform:+.2f} points "
-            "against the uniform plan on the whole reward split (final choice; 0 where it is the uniform "
-            "plan)."
+            f"against the uniform plan on the whole reward split (final choice; 0 where it is the uniform "
+            f"plan){distance}."
         )
     text += (
         " A policy that learnt an allocation earns more than its random episodes did; a greedy plan below "
