@@ -40,7 +40,7 @@ class Group:
         layers."""
         if self.deviations is None:
             return None
-        return statistics.mean(statistics.mean(abs(d) for d in row) for row in self.deviations)
+        return statistics.mean(statistics.mean(map(abs, row)) for row in self.deviations)
 
 
 @dataclass(frozen=True)
@@ -95,11 +95,16 @@ def policy_episodes(
     by_source = {c.get("source"): c for c in (choice or {}).get("candidates") or []}
     uniform = (by_source.get("uniform") or {}).get("plan")
 
+    def deviation(keep: dict[str, int] | None) -> tuple[float, ...] | None:
+        if not uniform or not keep or set(keep) != set(uniform):
+            return None
+        return tuple(keep[name] / uniform[name] - 1 for name in uniform)
+
     def group(part: Sequence[dict[str, Any]]) -> Group:
         scored = [e for e in part if _finite(e.get("reward"))]
-        deviations = None
-        if uniform and all(set(e.get("keep") or {}) == set(uniform) for e in scored):
-            deviations = tuple(tuple(e["keep"][name] / uniform[name] - 1 for name in uniform) for e in scored)
+        rows = [deviation(e.get("keep")) for e in scored]
+        known = [row for row in rows if row is not None]
+        deviations = tuple(known) if len(known) == len(rows) else None
         return Group(tuple(100 * e["reward"] for e in scored), deviations)
 
     random, policy = group(episodes[:warmup]), group(episodes[warmup:])
@@ -109,9 +114,8 @@ def policy_episodes(
     if choice is not None:
         listed = by_source.get("greedy") or {"diff_vs_uniform": 0.0, "plan": uniform}
         greedy = float(listed["diff_vs_uniform"])
-        plan = listed.get("plan")
-        if uniform and plan and set(plan) == set(uniform):
-            greedy_distance = statistics.mean(abs(plan[name] / uniform[name] - 1) for name in uniform)
+        row = deviation(listed.get("plan"))
+        greedy_distance = None if row is None else statistics.mean(map(abs, row))
     return PolicyEpisodes(random, policy, greedy, greedy_distance)
 
 
