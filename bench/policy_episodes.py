@@ -18,7 +18,13 @@ Whether there was anything to learn: a ridge regression of the random episodes' 
 (each layer's kept channels relative to the uniform plan's, ``--ridge`` the penalty, the intercept free)
 predicts the policy episodes' rewards, a later epoch's, and the correlation of prediction and reward is
 printed per run and summarised over the runs, beside the correlation of the reward with the plan's
-closeness to uniform (minus its distance). A benchmark script, not a test.
+closeness to uniform (minus its distance).
+
+With ``--critic``, the agent of each run's last checkpoint is read too: its entropy temperature alpha, the
+range of its critics' soft Q value (the smaller of the two) over 25 actions in [0.02, 0.98], averaged over
+the states in its replay buffer (each on the prior of its epoch), and the spread of its policy (the mean
+standard deviation before the squash). A policy moves only where the Q range is not small against alpha.
+A benchmark script, not a test.
 """
 
 from __future__ import annotations
@@ -30,7 +36,11 @@ from pathlib import Path
 from typing import NoReturn
 
 import numpy as np
+import torch
 
+from rlal.agent import make_agent, make_context
+from rlal.checkpoint import load_checkpoint
+from rlal.config import load_config
 from rlal.report.policy import PolicyEpisodes, policy_episodes
 from rlal.report.stats import summarize_paired
 
@@ -74,6 +84,30 @@ def ridge_correlation(split: PolicyEpisodes, penalty: float) -> tuple[float, flo
     return float(np.corrcoef(predicted, actual)[0, 1]), float(np.corrcoef(closeness, actual)[0, 1])
 
 
+def critic(run: Path) -> str:
+    """alpha, the mean range of Q over the actions, and the policy's spread, of the run's last checkpoint."""
+    checkpoint = load_checkpoint(run)
+    if checkpoint is None or checkpoint.state.get("agent") is None:
+        return "; critic: no checkpoint"
+    config = load_config(run / "config.yaml", [])
+    num_layers = len(json.loads((run / "episodes.json").read_text())[0]["keep"])
+    saved = checkpoint.state["agent"]
+    states, epochs = saved["replay"]["states"], saved["replay"]["epochs"]
+    agent = make_agent(config.agent, states.shape[1], num_layers)
+    agent.load_state_dict(saved)
+    context = make_context(config.agent, num_layers)
+    if context is not None:
+        context.load_state_dict(checkpoint.state["context"])
+    obs = agent._obs(states, agent._z_table(context)[epochs])  # each state on its epoch's prior, as in SAC
+    with torch.no_grad():
+        q = torch.stack([torch.min(agent.qf1(obs, a.expand(len(obs))), agent.qf2(obs, a.expand(len(obs))))
+                         for a in torch.linspace(0.02, 0.98, 25)], dim=1)  # fmt: skip
+        _, log_std = agent.actor(obs)
+    q_range = float((q.max(dim=1).values - q.min(dim=1).values).mean())
+    spread = float(log_std.exp().mean())
+    return f"; critic: alpha {agent.alpha:.3f}, Q range {q_range:.4f}, policy std {spread:.2f}"
+
+
 def _distance(value: float | None) -> str:
     return "missing" if value is None else f"{value:.2f}"
 
@@ -82,6 +116,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path, help="finished joint run directories")
     parser.add_argument("--ridge", type=float, default=1.0, help="the ridge penalty (default 1)")
+    parser.add_argument("--critic", action="store_true", help="also read the agent of the last checkpoint")
     args = parser.parse_args()
     policy_gain, greedy_gain, fitted, closeness = [], [], [], []
     for run in args.runs:
@@ -95,6 +130,8 @@ def main() -> None:
             fitted.append(correlations[0])
             closeness.append(correlations[1])
             learnable = f"; ridge r {correlations[0]:+.2f}, closeness r {correlations[1]:+.2f}"
+        if args.critic:
+            learnable += critic(run)
         print(
             f"{run}: random {split.random.mean:+.2f} ({len(split.random.rewards)} episodes, distance "
             f"{_distance(split.random.distance)}), policy {split.policy.mean:+.2f} "

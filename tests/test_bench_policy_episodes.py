@@ -96,3 +96,10 @@ def test_a_reward_linear_in_the_plan_is_found_learnable_from_the_random_episodes
     assert out.stdout.splitlines()[0].endswith(f"; ridge r +1.00, closeness r {r:+.2f}")
     summary = "ridge fit of the random episodes, correlation with the policy episodes' rewards over 1 runs"
     assert f"{summary}: +1.00" in out.stdout
+
+
+def test_the_critic_of_a_run_without_a_checkpoint_is_said_to_be_missing(tmp_path: Path) -> None:
+    run = joint_run(tmp_path / "no-checkpoint", [-0.02, -0.04, 0.01, 0.03], warmup=2, greedy=None)
+    out = policy_episodes(run, "--critic")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[0].endswith("; critic: no checkpoint")
