@@ -35,10 +35,14 @@ from rlal.agent import (
 )
 
 
-def agent_config(kind: str, seed: int, gamma: float, reward_scale: str = "none") -> AgentConfig:
+def agent_config(kind: str, seed: int, gamma: float, reward_scale: str = "none",
+                 init_alpha: float | None = None) -> AgentConfig:  # fmt: skip
+    changes = {} if reward_scale == "none" else {"reward_scale": reward_scale}  # older code: no such field
+    if init_alpha is not None:
+        changes["init_alpha"] = init_alpha
     return AgentConfig(kind=kind, seed=seed, hidden_sizes=[64, 64], updates_per_epoch=64, warmup_episodes=16,
                        gamma=gamma, context=ContextConfig(embed_dim=8, updates_per_epoch=30, max_epochs=32),
-                       **({} if reward_scale == "none" else {"reward_scale": reward_scale}))  # fmt: skip
+                       **changes)  # fmt: skip
 
 
 def agent_context(context: EpochContext | None, t: int) -> torch.Tensor | None:
@@ -50,9 +54,10 @@ def agent_context(context: EpochContext | None, t: int) -> torch.Tensor | None:
 
 
 def measure(
-    kind: str, seed: int, gamma: float, epochs: int = 24, per_epoch: int = 16, reward_scale: str = "none"
-) -> dict[str, float]:
-    env, cfg = SyntheticEnv(seed=seed), agent_config(kind, seed, gamma, reward_scale)
+    kind: str, seed: int, gamma: float, epochs: int = 24, per_epoch: int = 16, reward_scale: str = "none",
+    init_alpha: float | None = None,
+) -> dict[str, float]:  # fmt: skip
+    env, cfg = SyntheticEnv(seed=seed), agent_config(kind, seed, gamma, reward_scale, init_alpha)
     agent, context = make_agent(cfg, env.state_dim, env.num_layers), make_context(cfg, env.num_layers)
     forecast, hindsight, explore, history = [], [], [], []
     for t in range(epochs):
@@ -80,13 +85,15 @@ def main() -> None:
     parser.add_argument("--kinds", default="sac")
     parser.add_argument("--gamma", type=float, default=0.0)
     parser.add_argument("--reward-scale", default="none", help="agent.reward_scale (code before it: none)")
+    parser.add_argument("--init-alpha", type=float, default=None, help="agent.init_alpha (default: 0.1)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     for kind in args.kinds.split(","):
         for seed in (int(s) for s in args.seeds.split(",")):
-            measured = measure(kind, seed, args.gamma, reward_scale=args.reward_scale)
+            measured = measure(kind, seed, args.gamma, reward_scale=args.reward_scale,
+                               init_alpha=args.init_alpha)  # fmt: skip
             print(json.dumps({"kind": kind, "gamma": args.gamma, "reward_scale": args.reward_scale,
-                              "seed": seed, **measured}), flush=True)
+                              "init_alpha": args.init_alpha, "seed": seed, **measured}), flush=True)
 
 
 if __name__ == "__main__":
