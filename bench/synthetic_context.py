@@ -10,7 +10,7 @@ Per agent kind and seed, over the last 6 of 24 epochs (16 episodes each, the set
 - ``explore_reward``: the mean reward of the epoch's exploration episodes.
 
     python bench/synthetic_context.py --seeds 3,4,5 [--kinds sac,sac-no-dynamics] [--gamma 0] \
-        [--reward-scale std]
+        [--reward-scale std] [--agent init_alpha=0.5 ...]
 
 Seconds per seed on one thread. To compare two versions of the code, run it with each on
 ``PYTHONPATH`` and pair the seeds. This is a benchmark, not a test.
@@ -36,10 +36,10 @@ from rlal.agent import (
 
 
 def agent_config(kind: str, seed: int, gamma: float, reward_scale: str = "none",
-                 init_alpha: float | None = None) -> AgentConfig:  # fmt: skip
-    changes = {} if reward_scale == "none" else {"reward_scale": reward_scale}  # older code: no such field
-    if init_alpha is not None:
-        changes["init_alpha"] = init_alpha
+                 changes: dict[str, float] | None = None) -> AgentConfig:  # fmt: skip
+    changes = dict(changes or {})
+    if reward_scale != "none":  # older code has no such field
+        changes["reward_scale"] = reward_scale
     return AgentConfig(kind=kind, seed=seed, hidden_sizes=[64, 64], updates_per_epoch=64, warmup_episodes=16,
                        gamma=gamma, context=ContextConfig(embed_dim=8, updates_per_epoch=30, max_epochs=32),
                        **changes)  # fmt: skip
@@ -55,9 +55,9 @@ def agent_context(context: EpochContext | None, t: int) -> torch.Tensor | None:
 
 def measure(
     kind: str, seed: int, gamma: float, epochs: int = 24, per_epoch: int = 16, reward_scale: str = "none",
-    init_alpha: float | None = None,
+    changes: dict[str, float] | None = None,
 ) -> dict[str, float]:  # fmt: skip
-    env, cfg = SyntheticEnv(seed=seed), agent_config(kind, seed, gamma, reward_scale, init_alpha)
+    env, cfg = SyntheticEnv(seed=seed), agent_config(kind, seed, gamma, reward_scale, changes)
     agent, context = make_agent(cfg, env.state_dim, env.num_layers), make_context(cfg, env.num_layers)
     forecast, hindsight, explore, history = [], [], [], []
     for t in range(epochs):
@@ -85,15 +85,25 @@ def main() -> None:
     parser.add_argument("--kinds", default="sac")
     parser.add_argument("--gamma", type=float, default=0.0)
     parser.add_argument("--reward-scale", default="none", help="agent.reward_scale (code before it: none)")
-    parser.add_argument("--init-alpha", type=float, default=None, help="agent.init_alpha (default: 0.1)")
+    parser.add_argument("--agent", action="append", default=[], metavar="FIELD=NUMBER",
+                        help="a numeric AgentConfig field, e.g. init_alpha=0.5 (repeatable)")
     args = parser.parse_args()
+    changes = {}
+    for item in args.agent:
+        field, _, value = item.partition("=")
+        default = getattr(AgentConfig(), field, None)
+        if not isinstance(default, int | float) or isinstance(default, bool):
+            parser.error(f"--agent {item}: {field!r} is not a numeric AgentConfig field")
+        try:
+            changes[field] = type(default)(value)
+        except ValueError:
+            parser.error(f"--agent {item}: {value!r} is not a {type(default).__name__}")
     torch.set_num_threads(1)
     for kind in args.kinds.split(","):
         for seed in (int(s) for s in args.seeds.split(",")):
-            measured = measure(kind, seed, args.gamma, reward_scale=args.reward_scale,
-                               init_alpha=args.init_alpha)  # fmt: skip
+            measured = measure(kind, seed, args.gamma, reward_scale=args.reward_scale, changes=changes)
             print(json.dumps({"kind": kind, "gamma": args.gamma, "reward_scale": args.reward_scale,
-                              "init_alpha": args.init_alpha, "seed": seed, **measured}), flush=True)
+                              **changes, "seed": seed, **measured}), flush=True)
 
 
 if __name__ == "__main__":
