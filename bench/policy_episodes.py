@@ -30,7 +30,6 @@ A benchmark script, not a test.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import NoReturn
@@ -41,6 +40,8 @@ import torch
 from rlal.agent import make_agent, make_context
 from rlal.checkpoint import load_checkpoint
 from rlal.config import load_config
+from rlal.errors import RlalError
+from rlal.report.markdown import RunFiles, read_run
 from rlal.report.policy import PolicyEpisodes, policy_episodes
 from rlal.report.stats import summarize_paired
 
@@ -50,21 +51,16 @@ def _fail(message: str) -> NoReturn:
     sys.exit(2)
 
 
-def read_run(run: Path) -> PolicyEpisodes:
-    """The random/policy split of one finished joint run directory."""
+def read_split(run: Path) -> tuple[RunFiles, PolicyEpisodes]:
+    """A finished joint run directory's files (as the report reads them) and its random/policy split."""
     try:
-        episodes = json.loads((run / "episodes.json").read_text())
-        info = json.loads((run / "run.json").read_text())
-        metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line]
-    except (OSError, ValueError) as err:
-        _fail(f"{run}: not a finished joint run ({err})")
-    try:
-        split = policy_episodes(info.get("config") or {}, info, metrics, episodes)
-    except ValueError as err:
+        files = read_run(run)
+        split = policy_episodes(files.config, files.run, files.metrics, files.episodes)
+    except (RlalError, ValueError) as err:
         _fail(f"{run}: {err}")
     if split.greedy_vs_uniform is None:
         _fail(f"{run}: no rescored final choice in metrics.jsonl")
-    return split
+    return files, split
 
 
 def ridge_correlation(split: PolicyEpisodes, penalty: float) -> tuple[float, float] | None:
@@ -84,13 +80,13 @@ def ridge_correlation(split: PolicyEpisodes, penalty: float) -> tuple[float, flo
     return float(np.corrcoef(predicted, actual)[0, 1]), float(np.corrcoef(closeness, actual)[0, 1])
 
 
-def critic(run: Path) -> str:
+def critic(files: RunFiles) -> str:
     """alpha, the mean range of Q over the actions, and the policy's spread, of the run's last checkpoint."""
-    checkpoint = load_checkpoint(run)
+    checkpoint = load_checkpoint(files.run_dir)
     if checkpoint is None or checkpoint.state.get("agent") is None:
         return "; critic: no checkpoint"
-    config = load_config(run / "config.yaml", [])
-    num_layers = len(json.loads((run / "episodes.json").read_text())[0]["keep"])
+    config = load_config(files.run_dir / "config.yaml", [])
+    num_layers = len((files.episodes or [{}])[0].get("keep") or {})
     saved = checkpoint.state["agent"]
     states, epochs = saved["replay"]["states"], saved["replay"]["epochs"]
     agent = make_agent(config.agent, states.shape[1], num_layers)
@@ -120,7 +116,7 @@ def main() -> None:
     args = parser.parse_args()
     policy_gain, greedy_gain, fitted, closeness = [], [], [], []
     for run in args.runs:
-        split = read_run(run)
+        files, split = read_split(run)
         assert split.greedy_vs_uniform is not None
         policy_gain.append(split.gain)
         greedy_gain.append(split.greedy_vs_uniform)
@@ -131,7 +127,7 @@ def main() -> None:
             closeness.append(correlations[1])
             learnable = f"; ridge r {correlations[0]:+.2f}, closeness r {correlations[1]:+.2f}"
         if args.critic:
-            learnable += critic(run)
+            learnable += critic(files)
         print(
             f"{run}: random {split.random.mean:+.2f} ({len(split.random.rewards)} episodes, distance "
             f"{_distance(split.random.distance)}), policy {split.policy.mean:+.2f} "

@@ -27,11 +27,7 @@ def joint_run(path: Path, rewards: list[float], *, warmup: int, greedy: float | 
     if recorded_greedy:  # what runs before 3bc2eee wrote after the search's episodes
         episodes.append({"epoch": 1, "reward": 0.5, "keep": {"a": 8, "b": 8}})
     (path / "episodes.json").write_text(json.dumps(episodes))
-    (path / "run.json").write_text(
-        json.dumps(
-            {"agent_warmup_episodes": warmup, "config": {"env": {"reward": reward}, "agent": {"kind": "sac"}}}
-        )
-    )
+    (path / "run.json").write_text(json.dumps({"agent_warmup_episodes": warmup}))
     candidates = [{"source": "uniform", "diff_vs_uniform": 0.0, "plan": UNIFORM}]
     if greedy is not None:
         candidates.append({"source": "greedy", "diff_vs_uniform": greedy, "plan": {"a": 8, "b": 8}})
@@ -41,6 +37,8 @@ def joint_run(path: Path, rewards: list[float], *, warmup: int, greedy: float | 
         {"phase": "final-choice", "epoch": 3, "rule": "rescored", "candidates": candidates},
     ]
     (path / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics))
+    (path / "result.json").write_text(json.dumps({"method": "rlal"}))
+    (path / "config.yaml").write_text(f"env:\n  reward: {reward}\nagent:\n  kind: sac\n")
     return path
 
 
