@@ -8,6 +8,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
+
+from rlal.agent import AgentConfig, Episode, make_agent
+from rlal.checkpoint import save_checkpoint
 
 SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "policy_episodes.py"
 UNIFORM = {"a": 8, "b": 16}
@@ -15,7 +19,7 @@ UNIFORM = {"a": 8, "b": 16}
 
 def joint_run(path: Path, rewards: list[float], *, warmup: int, greedy: float | None,
               reward: str = "vs-uniform", recorded_greedy: bool = False,
-              keeps: list[dict[str, int]] | None = None) -> Path:  # fmt: skip
+              keeps: list[dict[str, int]] | None = None, agent: str = "kind: sac") -> Path:  # fmt: skip
     """A run directory holding what the script reads: two search epochs of ``len(rewards) // 2`` episodes,
     the first ``warmup`` random; every episode keeps layer ``a`` at 16 (twice uniform's width) and ``b`` at
     16 (uniform's); ``greedy`` None: the greedy plan was the uniform plan and is not listed."""
@@ -38,7 +42,7 @@ def joint_run(path: Path, rewards: list[float], *, warmup: int, greedy: float | 
     ]
     (path / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics))
     (path / "result.json").write_text(json.dumps({"method": "rlal"}))
-    (path / "config.yaml").write_text(f"env:\n  reward: {reward}\nagent:\n  kind: sac\n")
+    (path / "config.yaml").write_text(f"env:\n  reward: {reward}\nagent:\n  {agent}\n")
     return path
 
 
@@ -101,3 +105,32 @@ def test_the_critic_of_a_run_without_a_checkpoint_is_said_to_be_missing(tmp_path
     out = policy_episodes(run, "--critic")
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines()[0].endswith("; critic: no checkpoint")
+
+
+def test_the_critic_of_a_checkpoint_is_read_as_its_alpha_q_range_and_policy_spread(tmp_path: Path) -> None:
+    # An agent whose critics are Q = 0.5 * action (range 0.48 over [0.02, 0.98]) and whose actor's
+    # log-std is the soft clamp's middle (-1.5: std 0.22) whatever the state; alpha as configured.
+    settings = "kind: sac-no-dynamics\n  hidden_sizes: [4, 4]\n  init_alpha: 0.25"
+    run = joint_run(tmp_path / "checkpointed", [-0.02, -0.04, 0.01, 0.03], warmup=2, greedy=None,
+                    agent=settings)  # fmt: skip
+    agent = make_agent(AgentConfig(kind="sac-no-dynamics", hidden_sizes=[4, 4], init_alpha=0.25), 3, 2)
+    rng = np.random.default_rng(0)
+    for epoch in (0, 1):
+        states = rng.random((2, 3), dtype=np.float32)
+        actions = rng.random(2, dtype=np.float32)
+        agent.observe(Episode(epoch, states, actions, actions, 0.01))
+    with torch.no_grad():
+        for q in (agent.qf1, agent.qf2):
+            first, second, last = (m for m in q.net if isinstance(m, torch.nn.Linear))
+            for layer in (first, second, last):
+                layer.weight.zero_()
+                layer.bias.zero_()
+            first.weight[0, -1] = 1.0  # the action is the critic's last input
+            second.weight[0, 0] = 1.0
+            last.weight[0, 0] = 0.5
+        agent.actor.fc_logstd.weight.zero_()
+        agent.actor.fc_logstd.bias.zero_()
+    save_checkpoint(run, 4, torch.nn.Linear(1, 1), {"agent": agent.state_dict(), "context": None})
+    out = policy_episodes(run, "--critic")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[0].endswith("; critic: alpha 0.250, Q range 0.4800, policy std 0.22")

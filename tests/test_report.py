@@ -274,9 +274,11 @@ def test_joint_run_report_has_every_section_and_valid_png_figures(tmp_path: Path
     assert re.search(r"\bnan\b", text, re.IGNORECASE) is None  # a NaN reward never leaks into the page
 
 
-def test_the_report_sets_the_policys_episodes_against_the_random_warm_ups(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["sac", "sac-no-dynamics"])  # both learn a policy
+def test_the_report_sets_the_policys_episodes_against_the_random_warm_ups(tmp_path: Path, kind: str) -> None:
     structure = resnet20_structure()
-    plan = make_joint_run(tmp_path, structure, warmup_episodes=EPISODES, greedy=-1.25)
+    plan = make_joint_run(tmp_path, structure, env=(f"agent.kind={kind}",), warmup_episodes=EPISODES,
+                          greedy=-1.25)  # fmt: skip
     rewards = [e["reward"] for e in json.loads((tmp_path / "episodes.json").read_text())]
     # search epoch 0 is the warm-up; its first reward is NaN (null) and is not counted
     random = [100 * r for r in rewards[:EPISODES] if r is not None]
@@ -296,9 +298,10 @@ def test_the_report_sets_the_policys_episodes_against_the_random_warm_ups(tmp_pa
     assert expected in text
 
 
-@pytest.mark.parametrize("env", [(), ("env.reward=accuracy",)])
+@pytest.mark.parametrize("env", [(), ("env.reward=accuracy",), ("agent.kind=random",)])
 def test_the_report_says_nothing_of_the_policy_where_the_run_cannot_tell(tmp_path: Path, env: tuple) -> None:
-    # without the warm-up's count (runs before it was recorded), or with rewards not set against uniform
+    # without the warm-up's count (runs before it was recorded), with rewards not set against uniform, or
+    # with an agent that has no policy to learn
     make_joint_run(tmp_path, resnet20_structure(), env=env, warmup_episodes=EPISODES if env else None)
     text = write_report(tmp_path).read_text()
     assert "## Search" in text and "Did the policy learn?" not in text
