@@ -12,8 +12,9 @@ Per agent kind and seed, over the last 6 of 24 epochs (16 episodes each, the set
     python bench/synthetic_context.py --seeds 3,4,5 [--kinds sac,sac-no-dynamics] [--gamma 0] \
         [--reward-scale std] [--agent init_alpha=0.5 ...]
 
-Seconds per seed on one thread. To compare two versions of the code, run it with each on
-``PYTHONPATH`` and pair the seeds. This is a benchmark, not a test.
+Each epoch is :func:`rlal.agent.run_epoch` with ``forecast=True``. Seconds per seed on one thread. To
+compare two versions of the code, run the bench of each version with it on ``PYTHONPATH`` and pair the
+seeds. This is a benchmark, not a test.
 """
 
 from __future__ import annotations
@@ -24,15 +25,7 @@ import json
 import numpy as np
 import torch
 
-from rlal.agent import (
-    AgentConfig,
-    ContextConfig,
-    EpochContext,
-    SyntheticEnv,
-    make_agent,
-    make_context,
-    run_episode,
-)
+from rlal.agent import AgentConfig, ContextConfig, Episode, SyntheticEnv, make_agent, make_context, run_epoch
 
 
 def agent_config(kind: str, seed: int, gamma: float, reward_scale: str = "none",
@@ -45,38 +38,18 @@ def agent_config(kind: str, seed: int, gamma: float, reward_scale: str = "none",
                        **changes)  # fmt: skip
 
 
-def agent_context(context: EpochContext | None, t: int) -> torch.Tensor | None:
-    """The context the agent acts on and learns from in epoch t; code before 2026-12-05 has no prior, and
-    its agent read ``z`` (the prior while e_t is blank, refitted afterwards)."""
-    if context is None:
-        return None
-    return context.prior(t) if hasattr(context, "prior") else context.z(t)
-
-
 def measure(
     kind: str, seed: int, gamma: float, epochs: int = 24, per_epoch: int = 16, reward_scale: str = "none",
     changes: dict[str, float] | None = None,
 ) -> dict[str, float]:  # fmt: skip
     env, cfg = SyntheticEnv(seed=seed), agent_config(kind, seed, gamma, reward_scale, changes)
     agent, context = make_agent(cfg, env.state_dim, env.num_layers), make_context(cfg, env.num_layers)
-    forecast, hindsight, explore, history = [], [], [], []
-    for t in range(epochs):
-        env.set_epoch(t)
-        z = agent_context(context, t)
-        forecast.append(1 - env.reward_of(run_episode(env, agent, t, z, deterministic=True).keep, t))
-        episodes = [run_episode(env, agent, t, z) for _ in range(per_epoch)]
-        for episode in episodes:
-            agent.observe(episode)
-        history.extend(episodes)
-        if context is not None:
-            context.fit(history)
-        agent.update(context)
-        z = agent_context(context, t)
-        hindsight.append(1 - env.reward_of(run_episode(env, agent, t, z, deterministic=True).keep, t))
-        explore.append(float(np.mean([e.reward for e in episodes])))
-    last = slice(-6, None)
-    return {"forecast": float(np.mean(forecast[last])), "hindsight": float(np.mean(hindsight[last])),
-            "explore_reward": float(np.mean(explore[last]))}
+    history: list[Episode] = []
+    results = [run_epoch(env, agent, context, history, t, per_epoch, forecast=True) for t in range(epochs)]
+    last = results[-6:]
+    return {"forecast": float(np.mean([r.forecast_regret for r in last])),
+            "hindsight": float(np.mean([r.regret for r in last])),
+            "explore_reward": float(np.mean([r.mean_reward for r in last]))}
 
 
 def main() -> None:

@@ -13,7 +13,16 @@ import numpy as np
 import pytest
 import torch
 
-from rlal.agent import AgentConfig, ContextConfig, SyntheticEnv, make_agent, run_episode, train_synthetic
+from rlal.agent import (
+    AgentConfig,
+    ContextConfig,
+    SyntheticEnv,
+    make_agent,
+    make_context,
+    run_episode,
+    run_epoch,
+    train_synthetic,
+)
 
 SEEDS = (0, 1, 2)
 KINDS = ("sac", "sac-no-dynamics", "random", "uniform")
@@ -52,6 +61,28 @@ def test_state_reveals_the_layer_but_not_the_epoch_and_actions_are_clipped():
     assert np.array_equal(first.states, second.states)  # nothing in the state tells the epochs apart
     assert np.allclose(first.actions, 0.1) and np.array_equal(first.keep, first.actions)  # as applied
     assert first.reward != second.reward
+
+
+def test_the_forecast_regret_is_the_greedy_episodes_before_the_epoch_is_learnt():
+    cfg = comparison_config("sac", 4)
+    runs = []
+    for forecast in (False, True):
+        env = SyntheticEnv(seed=4)
+        agent, context = make_agent(cfg, env.state_dim, env.num_layers), make_context(cfg, env.num_layers)
+        history = []
+        runs.append([run_epoch(env, agent, context, history, t, 8, forecast=forecast) for t in range(3)])
+        if forecast:  # the agent's greedy plan on the next epoch's context, before that epoch is run
+            env.set_epoch(3)
+            greedy = run_episode(env, agent, 3, context.prior(3), deterministic=True)
+            ahead = 1.0 - env.reward_of(greedy.keep, 3)
+            assert run_epoch(env, agent, context, history, 3, 8, forecast=True).forecast_regret == ahead
+    plain, forecast = runs
+    assert all(np.isnan(r.forecast_regret) for r in plain)
+    assert all(np.isfinite(r.forecast_regret) for r in forecast)
+    # a greedy episode is acted and scored before the exploration: the agent's choices are those of the
+    # plain run until the first update; the reward noise each draws is one episode further on
+    assert forecast[0].episodes[0].keep.tolist() == plain[0].episodes[0].keep.tolist()
+    assert forecast[0].episodes[0].reward != plain[0].episodes[0].reward
 
 
 def test_same_seed_same_run_and_another_seed_another():

@@ -116,6 +116,9 @@ class EpochResult(NamedTuple):
     """What ``agent.update`` returned (losses, alpha, entropy)."""
     episodes: list[Episode]
     """The epoch's exploration episodes."""
+    forecast_regret: float = math.nan
+    """With ``forecast``: the regret of the greedy episode on the context the agent acts on, before the
+    epoch's learning (what the joint loop's episodes face: their plans are chosen before it is scored)."""
 
 
 def run_epoch(
@@ -125,11 +128,17 @@ def run_epoch(
     history: list[Episode],
     epoch: int,
     episodes_per_epoch: int,
+    forecast: bool = False,
 ) -> EpochResult:
     """The agent half of one joint-loop epoch: explore, fit the context on ``history`` (extended here with
-    the new episodes), update the agent, then score its greedy episode against the optimum."""
+    the new episodes), update the agent, then score its greedy episode against the optimum; with
+    ``forecast``, its greedy episode is scored before the exploration too (it draws the reward noise of one
+    episode, so the exploration's rewards differ from a run without it)."""
     env.set_epoch(epoch)
     z = context.prior(epoch) if context is not None else None
+    before = math.nan
+    if forecast:
+        before = _regret(env, run_episode(env, agent, epoch, z, deterministic=True), epoch)
     episodes = [run_episode(env, agent, epoch, z) for _ in range(episodes_per_epoch)]
     for episode in episodes:
         agent.observe(episode)
@@ -137,10 +146,14 @@ def run_epoch(
     context_mse = context.fit(history) if context is not None else math.nan
     agent_stats = agent.update(context)
     z = context.prior(epoch) if context is not None else None  # the refitted model's prior
-    greedy = run_episode(env, agent, epoch, z, deterministic=True)
-    regret = env.reward_of(env.optimum(epoch), epoch) - env.reward_of(greedy.keep, epoch)
+    regret = _regret(env, run_episode(env, agent, epoch, z, deterministic=True), epoch)
     mean_reward = float(np.mean([e.reward for e in episodes]))
-    return EpochResult(regret, mean_reward, context_mse, agent_stats, episodes)
+    return EpochResult(regret, mean_reward, context_mse, agent_stats, episodes, before)
+
+
+def _regret(env: SyntheticEnv, greedy: Episode, epoch: int) -> float:
+    """The optimum's reward minus the noise-free reward of ``greedy``'s keep vector, at ``epoch``."""
+    return env.reward_of(env.optimum(epoch), epoch) - env.reward_of(greedy.keep, epoch)
 
 
 class SyntheticRun(NamedTuple):
