@@ -171,7 +171,7 @@ def train_and_prune(
             # The scorer's BN re-estimation, the final choice and the cut read the first batches of the whole
             # training split in the order of the last epoch trained. In a single process that loader is the
             # one training sets; a rank trains on a copy (its shard) and a resumed run starts it at 0, so it
-            # is set here, and again after the training of the epochs that choose and cut.
+            # is set here, and again after the training of the epochs that choose and cut (below).
             data.train.set_epoch(epoch - 1)
             if epoch <= s.warmup_epochs:
                 stats, synced = _train_epoch(model, step, train, optimizer, scheduler, runtime, config, epoch,
@@ -210,14 +210,6 @@ def train_and_prune(
                     "selected_macs": int(structure.cost.of(plan)[0]),
                     **_subnet_record(stats),
                 })
-                if epoch == last_search:  # freeze the architecture; alignment to it follows
-                    data.train.set_epoch(epoch)
-                    scores = channel_importance(structure, config.env.criterion)  # the latest weights
-                    with rank_scoring.counting(model):
-                        final, record = choose_final(env, agent, context, s, data, runtime, config, scores)
-                    dist.same(final.keep, "the final plan")
-                    metrics.write({"phase": "final-choice", "epoch": epoch, "rule": s.final, **record})
-                    align.set_plan(final, criterion=config.env.criterion, scores=scores)
                 scoring.images += sum(dist.gather(rank_scoring.images))
 
             elif epoch <= s.cut_epoch:  # alignment to the frozen final plan, steered toward the target
@@ -240,9 +232,20 @@ def train_and_prune(
                 test = evaluate(model, data.test, runtime) if eval_due(epoch, config) else None
                 _log(metrics, config, epoch, "fine-tune", stats, test, optimizer, synced)
 
+            if epoch in (last_search, s.cut_epoch):  # the choice and the cut read this epoch's order
+                data.train.set_epoch(epoch)
+            if epoch == last_search:  # freeze the architecture; alignment to it follows
+                scores = channel_importance(structure, config.env.criterion)  # the latest weights
+                choice_scoring = ForwardImages()
+                with choice_scoring.counting(model):
+                    final, record = choose_final(env, agent, context, s, data, runtime, config, scores)
+                scoring.images += sum(dist.gather(choice_scoring.images))
+                dist.same(final.keep, "the final plan")
+                metrics.write({"phase": "final-choice", "epoch": epoch, "rule": s.final, **record})
+                align.set_plan(final, criterion=config.env.criterion, scores=scores)
+
             if epoch == s.cut_epoch:  # remove exactly the channels alignment pushed down
                 assert final is not None and align.kept is not None
-                data.train.set_epoch(epoch)
                 small, at_cut = cut_and_measure(model, structure, final, align, data, runtime, config)
                 metrics.write({"phase": "cut", "epoch": epoch, **at_cut})
                 model, optimizer, scheduler = _small_model(structure, final, runtime, config,
