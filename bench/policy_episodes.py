@@ -86,7 +86,8 @@ def critic(files: RunFiles) -> str:
     if checkpoint is None or checkpoint.state.get("agent") is None:
         return "; critic: no checkpoint"
     config = load_config(files.run_dir / "config.yaml", [])
-    num_layers = len((files.episodes or [{}])[0].get("keep") or {})
+    assert files.episodes  # read_split found scored episodes
+    num_layers = len(files.episodes[0]["keep"])
     saved = checkpoint.state["agent"]
     states, epochs = saved["replay"]["states"], saved["replay"]["epochs"]
     agent = make_agent(config.agent, states.shape[1], num_layers)

@@ -265,6 +265,8 @@ class EnvConfig:
 
 
 AgentKind = Literal["sac", "sac-no-dynamics", "random", "uniform"]
+LEARNING_KINDS: tuple[AgentKind, ...] = ("sac", "sac-no-dynamics")
+"""The agent kinds that learn a policy (SAC, with or without the epoch context); the others draw or fix."""
 
 
 @dataclass

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from rlal.agent.baselines import RandomAgent, UniformAgent
-from rlal.agent.config import AgentConfig
+from rlal.agent.config import LEARNING_KINDS, AgentConfig
 from rlal.agent.context import EpochContext
 from rlal.agent.episode import Agent
 from rlal.agent.sac import SACAgent
@@ -12,7 +12,7 @@ from rlal.agent.sac import SACAgent
 def make_agent(cfg: AgentConfig, state_dim: int, num_layers: int) -> Agent:
     """The agent ``cfg.kind`` names, for ``num_layers`` layers described by ``state_dim`` features each."""
     cfg.validate()
-    if cfg.kind in ("sac", "sac-no-dynamics"):
+    if cfg.kind in LEARNING_KINDS:
         return SACAgent(cfg, state_dim, num_layers)
     if cfg.kind == "random":
         return RandomAgent(cfg)

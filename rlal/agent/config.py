@@ -7,6 +7,6 @@ networks take ``z`` as input and so need its width; the run config composes :cla
 """
 
 # Defined in rlal.config (configuration lives in one place); re-exported here for the agent package.
-from rlal.config import AgentConfig, AgentKind, ContextConfig
+from rlal.config import LEARNING_KINDS, AgentConfig, AgentKind, ContextConfig
 
-__all__ = ["AgentConfig", "AgentKind", "ContextConfig"]
+__all__ = ["LEARNING_KINDS", "AgentConfig", "AgentKind", "ContextConfig"]

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rlal.agent.config import AgentConfig
+from rlal.agent.config import LEARNING_KINDS, AgentConfig
 from rlal.agent.context import EpochContext
 from rlal.agent.episode import Episode
 from rlal.agent.nets import mlp, seeded
@@ -88,7 +88,7 @@ class SACAgent:
     """SAC on per-layer keep ratios; with ``kind="sac"`` actor and critics also read the epoch context z."""
 
     def __init__(self, cfg: AgentConfig, state_dim: int, num_layers: int) -> None:
-        if cfg.kind not in ("sac", "sac-no-dynamics"):
+        if cfg.kind not in LEARNING_KINDS:
             raise ValueError(f"SACAgent needs kind sac or sac-no-dynamics, got {cfg.kind!r}")
         self.cfg = cfg
         self.num_layers = num_layers

@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from rlal.config import LEARNING_KINDS
+
 Deviations = tuple[tuple[float, ...], ...]
 """Per episode, per layer: kept channels / the uniform plan's − 1."""
 
@@ -78,7 +80,7 @@ def policy_episodes(
     agent without a learnt policy, rewards that are not relative to the uniform plan, no record of the
     warm-up, or no scored episode on one side."""
     agent, env = config.get("agent") or {}, config.get("env") or {}
-    if agent.get("kind", "sac") not in ("sac", "sac-no-dynamics"):  # random and uniform learn nothing
+    if agent.get("kind", "sac") not in LEARNING_KINDS:
         raise ValueError(f"the agent has no learnt policy (agent.kind {agent.get('kind')!r})")
     if env.get("reward", "vs-uniform") != "vs-uniform":
         raise ValueError(f"rewards are not relative to the uniform plan (env.reward {env.get('reward')!r})")
